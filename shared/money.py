@@ -43,7 +43,9 @@ def parse_fen(text: object, *, allow_negative: bool = False) -> int:
     if isinstance(text, float):
         raise MoneyError("FLOAT_NOT_ALLOWED", "money must be a decimal string, not a float")
     if not isinstance(text, str):
-        raise MoneyError("INVALID_AMOUNT", f"money must be a decimal string, got {type(text).__name__}")
+        raise MoneyError(
+            "INVALID_AMOUNT", f"money must be a decimal string, got {type(text).__name__}"
+        )
     match = _DECIMAL_RE.match(text)
     if match is None:
         raise MoneyError(
@@ -85,9 +87,13 @@ def check_units(units: int, *, allow_zero: bool = False, allow_negative: bool = 
     if isinstance(units, float):
         raise MoneyError("FLOAT_NOT_ALLOWED", "a quantity must be an integer, not a float")
     if isinstance(units, bool) or not isinstance(units, int):
-        raise MoneyError("INVALID_QUANTITY", f"a quantity must be an integer, got {type(units).__name__}")
+        raise MoneyError(
+            "INVALID_QUANTITY", f"a quantity must be an integer, got {type(units).__name__}"
+        )
     if abs(units) > MAX_UNITS:
-        raise MoneyError("QUANTITY_OUT_OF_RANGE", f"{units} units is out of range (max {MAX_UNITS})")
+        raise MoneyError(
+            "QUANTITY_OUT_OF_RANGE", f"{units} units is out of range (max {MAX_UNITS})"
+        )
     if units < 0 and not allow_negative:
         raise MoneyError("NEGATIVE_QUANTITY", f"{units} must not be negative")
     if units == 0 and not allow_zero:
@@ -166,7 +172,9 @@ class Money:
         return Decimal(self.fen).scaleb(-2)
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         def validate(value: object) -> Money:
             if isinstance(value, Money):
                 return value
@@ -177,7 +185,9 @@ class Money:
 
         return core_schema.no_info_plain_validator_function(
             validate,
-            json_schema_input_schema=core_schema.str_schema(pattern=r"^(0|[1-9][0-9]*)(\.[0-9]{1,2})?$"),
+            json_schema_input_schema=core_schema.str_schema(
+                pattern=r"^(0|[1-9][0-9]*)(\.[0-9]{1,2})?$"
+            ),
             serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="always"),
         )
 

@@ -1,0 +1,12 @@
+"""Clearing: business dates, trade capture, fees, end-of-day settlement and reconciliation."""
+
+from fastapi import FastAPI
+
+from shared.app import create_service_app
+from shared.config import CommonSettings
+from shared.runtime import ServiceRuntime
+
+
+def create_app(settings: CommonSettings | None = None) -> FastAPI:
+    runtime = ServiceRuntime("clearing", settings or CommonSettings())
+    return create_service_app(runtime, title="Clearing")

@@ -1,0 +1,19 @@
+"""The gateway schema's outbox and inbox.
+
+Revision ID: gateway_0001
+"""
+
+from shared.messaging.schema import create_messaging_tables, drop_messaging_tables
+
+revision = "gateway_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_messaging_tables("gateway")
+
+
+def downgrade() -> None:
+    drop_messaging_tables("gateway")

@@ -1,0 +1,19 @@
+"""The matching schema's outbox and inbox.
+
+Revision ID: matching_0001
+"""
+
+from shared.messaging.schema import create_messaging_tables, drop_messaging_tables
+
+revision = "matching_0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_messaging_tables("matching")
+
+
+def downgrade() -> None:
+    drop_messaging_tables("matching")

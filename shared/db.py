@@ -1,0 +1,65 @@
+"""Async SQLAlchemy engines, sessions and the unit of work.
+
+Services never call ``commit()`` themselves: the request or message boundary does,
+through :func:`unit_of_work`.
+"""
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_identifier(name: str) -> str:
+    """A schema or table name that is safe to put into SQL text."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
+    return name
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, application_name: str = "exchange"
+) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={
+            "server_settings": {"application_name": application_name},
+            "timeout": 5,
+        },
+    )
+
+
+def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One transaction: committed when the block ends normally, rolled back on any error."""
+    async with factory() as session, session.begin():
+        yield session
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain ``postgresql://`` DSN asyncpg accepts, from a SQLAlchemy URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def database_name(url: str) -> str:
+    name = make_url(url).database
+    if not name:
+        raise ValueError(f"no database name in {url!r}")
+    return name

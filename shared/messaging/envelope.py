@@ -1,0 +1,70 @@
+"""The message envelope every service publishes and consumes."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shared.clock import utc_now
+
+
+class EnvelopeError(ValueError):
+    """A message body that is not a valid envelope; it can never succeed, so it is dead-lettered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message_id: str
+    type: str
+    producer: str
+    stream: str
+    sequence: int
+    payload: dict[str, Any]
+    correlation_id: str | None = None
+    occurred_at: datetime = field(default_factory=utc_now)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "message_id": self.message_id,
+                "type": self.type,
+                "producer": self.producer,
+                "stream": self.stream,
+                "sequence": self.sequence,
+                "correlation_id": self.correlation_id,
+                "occurred_at": self.occurred_at,
+                "payload": self.payload,
+            }
+        )
+
+    @classmethod
+    def decode(cls, body: bytes) -> "Envelope":
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError(f"body is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise EnvelopeError("envelope must be a JSON object")
+        try:
+            message_id = raw["message_id"]
+            sequence = raw["sequence"]
+            payload = raw["payload"]
+            occurred_at = datetime.fromisoformat(raw["occurred_at"])
+            envelope = cls(
+                message_id=str(message_id),
+                type=str(raw["type"]),
+                producer=str(raw["producer"]),
+                stream=str(raw["stream"]),
+                sequence=sequence,
+                payload=payload,
+                correlation_id=raw.get("correlation_id"),
+                occurred_at=occurred_at,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EnvelopeError(f"invalid envelope: {exc!r}") from exc
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
+            raise EnvelopeError(f"sequence must be a positive integer, got {sequence!r}")
+        if not isinstance(payload, dict):
+            raise EnvelopeError("payload must be a JSON object")
+        return envelope

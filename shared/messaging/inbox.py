@@ -1,0 +1,261 @@
+"""Idempotent consumers: a message's id is recorded in the same transaction as its effect.
+
+A redelivered message finds its id already recorded and is acknowledged with no effect.
+A handler that raises is retried (with backoff) until the queue's delivery limit moves
+the message to its dead-letter queue; a body that is not an envelope goes there at once.
+Sequence numbers per stream are tracked so that a missing message shows up as a gap.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db import check_identifier
+from shared.faults import crash_point
+from shared.logging import correlation_id_var
+from shared.messaging.broker import Broker
+from shared.messaging.envelope import Envelope, EnvelopeError
+from shared.messaging.topology import QueueSpec
+from shared.metrics import (
+    MESSAGES_CONSUMED,
+    MESSAGES_DUPLICATE,
+    MESSAGES_FAILED,
+    MESSAGES_REJECTED,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGap:
+    stream: str
+    contiguous_upto: int
+    highest_seen: int
+
+
+class Inbox:
+    """The record of applied messages, per consumer, in one service's schema."""
+
+    def __init__(self, schema: str, consumer: str) -> None:
+        self.schema = check_identifier(schema)
+        self.consumer = consumer
+        self._record = text(
+            f"""
+            INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
+            VALUES (:consumer, :message_id, :stream, :sequence)
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+            """
+        )
+        self._position = text(
+            f"""
+            INSERT INTO {self.schema}.inbox_stream AS s (consumer, stream, contiguous_upto, highest_seen)
+            VALUES (:consumer, :stream, CASE WHEN :sequence = 1 THEN 1 ELSE 0 END, :sequence)
+            ON CONFLICT (consumer, stream) DO UPDATE SET
+                highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen),
+                contiguous_upto = CASE WHEN s.contiguous_upto + 1 = :sequence
+                                       THEN :sequence ELSE s.contiguous_upto END
+            RETURNING contiguous_upto, highest_seen
+            """
+        )
+        self._next_recorded = text(
+            f"""
+            SELECT 1 FROM {self.schema}.inbox
+            WHERE consumer = :consumer AND stream = :stream AND sequence = :sequence
+            """
+        )
+        self._advance = text(
+            f"""
+            UPDATE {self.schema}.inbox_stream SET contiguous_upto = :upto
+            WHERE consumer = :consumer AND stream = :stream
+            """
+        )
+
+    async def record(self, session: AsyncSession, envelope: Envelope) -> bool:
+        """Record the message; False when it was applied before (a redelivery)."""
+        fresh = (
+            await session.execute(
+                self._record,
+                {
+                    "consumer": self.consumer,
+                    "message_id": envelope.message_id,
+                    "stream": envelope.stream,
+                    "sequence": envelope.sequence,
+                },
+            )
+        ).first()
+        if fresh is None:
+            return False
+        await self._track(session, envelope.stream, envelope.sequence)
+        return True
+
+    async def _track(self, session: AsyncSession, stream: str, sequence: int) -> None:
+        params = {"consumer": self.consumer, "stream": stream, "sequence": sequence}
+        contiguous, highest = (await session.execute(self._position, params)).one()
+        if highest <= contiguous:
+            return
+        # A gap is open; a late message may have just closed part of it.
+        upto = contiguous
+        while (
+            await session.execute(
+                self._next_recorded,
+                {"consumer": self.consumer, "stream": stream, "sequence": upto + 1},
+            )
+        ).first() is not None:
+            upto += 1
+        if upto != contiguous:
+            await session.execute(
+                self._advance, {"consumer": self.consumer, "stream": stream, "upto": upto}
+            )
+
+    async def gaps(self, session: AsyncSession) -> list[StreamGap]:
+        """Streams with messages missing below the highest sequence seen."""
+        rows = await session.execute(
+            text(
+                f"""
+                SELECT stream, contiguous_upto, highest_seen FROM {self.schema}.inbox_stream
+                WHERE consumer = :consumer AND highest_seen > contiguous_upto ORDER BY stream
+                """
+            ),
+            {"consumer": self.consumer},
+        )
+        return [StreamGap(r.stream, r.contiguous_upto, r.highest_seen) for r in rows]
+
+    async def position(self, session: AsyncSession, stream: str) -> int:
+        """The highest sequence up to which every message of the stream was applied."""
+        value = (
+            await session.execute(
+                text(
+                    f"SELECT contiguous_upto FROM {self.schema}.inbox_stream "
+                    "WHERE consumer = :consumer AND stream = :stream"
+                ),
+                {"consumer": self.consumer, "stream": stream},
+            )
+        ).scalar_one_or_none()
+        return int(value or 0)
+
+
+class InboxConsumer:
+    """Consumes one queue, applying each new message exactly once.
+
+    Messages already buffered are applied together in one transaction (fast under load);
+    if that batch fails, each is retried alone so one bad message cannot hold up the rest.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        queue: QueueSpec,
+        schema: str,
+        session_factory: async_sessionmaker[AsyncSession],
+        handler: Handler,
+        max_batch: int = 200,
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.inbox = Inbox(schema, name)
+        self._session_factory = session_factory
+        self._handler = handler
+        self._max_batch = max_batch
+        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self, broker: Broker) -> None:
+        self._worker = asyncio.create_task(self._work(), name=f"consumer-{self.name}")
+        await broker.consume(self.queue, self._receive)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+
+    async def _receive(self, message: AbstractIncomingMessage) -> None:
+        await self._pending.put(message)
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < self._max_batch and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer loop error", extra={"consumer": self.name})
+
+    async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        decoded: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in batch:
+            try:
+                decoded.append((message, Envelope.decode(message.body)))
+            except EnvelopeError as exc:
+                MESSAGES_REJECTED.labels(self.name).inc()
+                log.error(
+                    "undecodable message dead-lettered",
+                    extra={
+                        "consumer": self.name,
+                        "error": str(exc),
+                        "message_id": message.message_id,
+                    },
+                )
+                await message.reject(requeue=False)
+        if not decoded:
+            return
+        try:
+            await self._apply(decoded)
+        except Exception:
+            if len(decoded) == 1:
+                await self._fail(*decoded[0])
+                return
+            for item in decoded:
+                try:
+                    await self._apply([item])
+                except Exception:
+                    await self._fail(*item)
+
+    async def _apply(self, items: Sequence[tuple[AbstractIncomingMessage, Envelope]]) -> None:
+        applied = duplicates = 0
+        async with self._session_factory() as session, session.begin():
+            for _, envelope in items:
+                token = correlation_id_var.set(envelope.correlation_id)
+                try:
+                    if await self.inbox.record(session, envelope):
+                        await self._handler(session, envelope)
+                        applied += 1
+                    else:
+                        duplicates += 1
+                finally:
+                    correlation_id_var.reset(token)
+        crash_point("consumer_after_commit")
+        for message, _ in items:
+            await message.ack()
+        MESSAGES_CONSUMED.labels(self.name).inc(applied)
+        if duplicates:
+            MESSAGES_DUPLICATE.labels(self.name).inc(duplicates)
+
+    async def _fail(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        MESSAGES_FAILED.labels(self.name).inc()
+        raw_count = (message.headers or {}).get("x-delivery-count", 0)
+        deliveries = raw_count if isinstance(raw_count, int) else 0
+        log.exception(
+            "message handler failed; returning it to the queue",
+            extra={
+                "consumer": self.name,
+                "message_id": envelope.message_id,
+                "type": envelope.type,
+                "deliveries": deliveries + 1,
+            },
+        )
+        # Back off a little so a transient fault (a restarting database) can clear.
+        await asyncio.sleep(min(0.05 * 2**deliveries, 1.0))
+        await message.nack(requeue=True)

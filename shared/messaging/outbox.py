@@ -1,0 +1,236 @@
+"""Transactional outbox: messages are written in the same transaction as the state change
+that causes them, then a relay publishes them and marks them sent.
+
+The relay may publish a message and die before marking it: it is then published again,
+and the consumers' inbox makes the repeat harmless. One relay per schema publishes at a
+time (an advisory lock), so a stream's messages leave in the order they were written.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.db import asyncpg_dsn, check_identifier
+from shared.faults import crash_point
+from shared.ids import uuid7
+from shared.logging import correlation_id_var
+from shared.messaging.broker import Broker, OutgoingMessage
+from shared.messaging.envelope import Envelope
+from shared.metrics import OUTBOX_PUBLISHED, RELAY_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+def notify_channel(schema: str) -> str:
+    return f"{check_identifier(schema)}_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message to be written to the outbox."""
+
+    type: str
+    routing_key: str
+    payload: dict[str, Any]
+    message_id: str | None = None
+
+
+class Outbox:
+    def __init__(self, schema: str, producer: str) -> None:
+        self.schema = check_identifier(schema)
+        self.producer = producer
+        self._allocate = text(
+            f"""
+            INSERT INTO {self.schema}.outbox_stream (stream, last_sequence) VALUES (:stream, :n)
+            ON CONFLICT (stream) DO UPDATE
+                SET last_sequence = {self.schema}.outbox_stream.last_sequence + EXCLUDED.last_sequence
+            RETURNING last_sequence
+            """
+        )
+        self._insert = text(
+            f"""
+            INSERT INTO {self.schema}.outbox
+                (message_id, stream, sequence, routing_key, message_type, correlation_id, body)
+            VALUES (:message_id, :stream, :sequence, :routing_key, :message_type, :correlation_id, :body)
+            """
+        )
+
+    async def add(
+        self, session: AsyncSession, drafts: Sequence[Draft], *, stream: str | None = None
+    ) -> list[Envelope]:
+        """Write messages to the outbox in the session's transaction.
+
+        Each gets the next sequence numbers of its stream (the producer's name by default).
+        """
+        if not drafts:
+            return []
+        stream_name = stream or self.producer
+        last = (
+            await session.execute(self._allocate, {"stream": stream_name, "n": len(drafts)})
+        ).scalar_one()
+        first = last - len(drafts) + 1
+        correlation_id = correlation_id_var.get()
+        envelopes = [
+            Envelope(
+                message_id=draft.message_id or str(uuid7()),
+                type=draft.type,
+                producer=self.producer,
+                stream=stream_name,
+                sequence=first + offset,
+                payload=draft.payload,
+                correlation_id=correlation_id,
+            )
+            for offset, draft in enumerate(drafts)
+        ]
+        await session.execute(
+            self._insert,
+            [
+                {
+                    "message_id": envelope.message_id,
+                    "stream": envelope.stream,
+                    "sequence": envelope.sequence,
+                    "routing_key": draft.routing_key,
+                    "message_type": envelope.type,
+                    "correlation_id": envelope.correlation_id,
+                    "body": envelope.encode(),
+                }
+                for draft, envelope in zip(drafts, envelopes, strict=True)
+            ],
+        )
+        return envelopes
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in id order, in batches, and marks them sent."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        schema: str,
+        broker: Broker,
+        *,
+        database_url: str,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.schema = check_identifier(schema)
+        self._engine = engine
+        self._broker = broker
+        self._dsn = asyncpg_dsn(database_url)
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._select = text(
+            f"""
+            SELECT id, message_id, stream, sequence, routing_key, message_type, correlation_id, body
+            FROM {self.schema}.outbox
+            WHERE published_at IS NULL
+            ORDER BY id
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+            """
+        )
+        self._mark = text(
+            f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY(:ids)"
+        )
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"outbox-relay-{self.schema}"),
+            asyncio.create_task(self._listen(), name=f"outbox-listen-{self.schema}"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def publish_batch(self) -> int:
+        """Publish one batch; returns how many messages it published."""
+        async with self._engine.connect() as conn, conn.begin():
+            locked = (
+                await conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"),
+                    {"key": f"outbox-relay:{self.schema}"},
+                )
+            ).scalar_one()
+            if not locked:
+                return 0
+            rows = (await conn.execute(self._select, {"limit": self._batch_size})).all()
+            if not rows:
+                return 0
+            crash_point("relay_before_publish")
+            await self._broker.publish(
+                [
+                    OutgoingMessage(
+                        routing_key=row.routing_key,
+                        body=bytes(row.body),
+                        message_id=str(row.message_id),
+                        type=row.message_type,
+                        correlation_id=row.correlation_id,
+                        producer=self.schema,
+                        stream=row.stream,
+                        sequence=row.sequence,
+                    )
+                    for row in rows
+                ]
+            )
+            crash_point("relay_after_publish")
+            await conn.execute(self._mark, {"ids": [row.id for row in rows]})
+        OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
+        return len(rows)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                published = await self.publish_batch()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                RELAY_ERRORS.labels(self.schema).inc()
+                log.warning("outbox relay failed; will retry", extra={"error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if published == self._batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+            self._wake.clear()
+
+    async def _listen(self) -> None:
+        """Wake the relay on every committed outbox insert (statement-level NOTIFY trigger)."""
+        channel = notify_channel(self.schema)
+        while True:
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=5)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                await conn.add_listener(channel, lambda *_: self._wake.set())
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                self._wake.set()
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("outbox listener lost", exc_info=True)
+            finally:
+                if not conn.is_closed():
+                    await conn.close(timeout=2)
+            await asyncio.sleep(0.5)

@@ -1,0 +1,122 @@
+"""What every service process runs besides its HTTP routes: the database engine, the broker
+connection, the outbox relay and the inbox consumers; and how it tells it is ready."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.config import CommonSettings
+from shared.db import check_identifier, make_engine, make_session_factory
+from shared.messaging.broker import Broker
+from shared.messaging.inbox import Handler, InboxConsumer
+from shared.messaging.outbox import Outbox, OutboxRelay
+from shared.messaging.topology import SYSTEM_QUEUES, QueueSpec, Topology
+from shared.metrics import READY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    name: str
+    queue: QueueSpec
+    handler: Handler
+    max_batch: int = 200
+
+
+@dataclass
+class Readiness:
+    ready: bool
+    checks: dict[str, str] = field(default_factory=dict)
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: CommonSettings,
+        *,
+        consumers: Sequence[ConsumerSpec] = (),
+        queues: Sequence[QueueSpec] = SYSTEM_QUEUES,
+    ) -> None:
+        self.name = name
+        self.schema = check_identifier(name)
+        self.settings = settings
+        self.topology = Topology(settings.broker_prefix, settings.delivery_limit)
+        self._consumer_specs = tuple(consumers)
+        declared = {q.name: q for q in queues}
+        for spec in self._consumer_specs:
+            declared.setdefault(spec.queue.name, spec.queue)
+        self._queues = tuple(declared.values())
+        self.outbox = Outbox(self.schema, producer=name)
+        self.engine: AsyncEngine
+        self.session_factory: async_sessionmaker[AsyncSession]
+        self.broker: Broker
+        self._relay: OutboxRelay | None = None
+        self._consumers: list[InboxConsumer] = []
+        self._consumers_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.engine = make_engine(
+            settings.database_url, pool_size=settings.db_pool_size, application_name=self.name
+        )
+        self.session_factory = make_session_factory(self.engine)
+        self.broker = Broker(
+            settings.amqp_url,
+            self.topology,
+            connection_name=self.name,
+            prefetch=settings.prefetch,
+            queues=self._queues,
+        )
+        self.broker.start()
+        self._relay = OutboxRelay(
+            self.engine,
+            self.schema,
+            self.broker,
+            database_url=settings.database_url,
+            batch_size=settings.relay_batch_size,
+            poll_seconds=settings.relay_poll_seconds,
+        )
+        self._relay.start()
+        self._consumers = [
+            InboxConsumer(
+                name=f"{self.name}.{spec.name}",
+                queue=spec.queue,
+                schema=self.schema,
+                session_factory=self.session_factory,
+                handler=spec.handler,
+                max_batch=spec.max_batch,
+            )
+            for spec in self._consumer_specs
+        ]
+        for consumer in self._consumers:
+            await consumer.start(self.broker)
+        log.info("service started", extra={"port": settings.port_of(self.name)})
+
+    async def stop(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._relay is not None:
+            await self._relay.stop()
+        await self.broker.close()
+        await self.engine.dispose()
+        log.info("service stopped")
+
+    async def readiness(self) -> Readiness:
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["broker"] = "ok" if self.broker.is_ready else "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        READY.labels(self.name).set(1 if ready else 0)
+        return Readiness(ready, checks)

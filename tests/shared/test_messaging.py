@@ -1,0 +1,313 @@
+"""Exactly-once effects over at-least-once delivery, against real PostgreSQL and RabbitMQ."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import make_session_factory
+from shared.ids import uuid7
+from shared.messaging.broker import Broker, OutgoingMessage
+from shared.messaging.envelope import Envelope
+from shared.messaging.inbox import Inbox, InboxConsumer
+from shared.messaging.outbox import Draft, Outbox, OutboxRelay
+from shared.messaging.topology import Topology
+from tests.support import env
+from tests.support.msgtest import QUEUE, SCHEMA, create_schema, effect_counts, record_effect
+from tests.support.wait import wait_until
+
+HARNESS = Path(__file__).resolve().parents[1] / "support" / "harness.py"
+DELIVERY_LIMIT = 3
+
+
+@pytest.fixture
+async def msg_engine(engine: AsyncEngine) -> AsyncEngine:
+    await create_schema(engine)
+    return engine
+
+
+@pytest.fixture
+async def broker(broker_namespace: str) -> AsyncIterator[Broker]:
+    topology = Topology(broker_namespace, DELIVERY_LIMIT)
+    broker = Broker(env.AMQP_URL, topology, connection_name="test", prefetch=50, queues=[QUEUE])
+    broker.start()
+    await broker.wait_connected(timeout=20)
+    await purge(topology)
+    yield broker
+    await broker.close()
+
+
+async def purge(topology: Topology) -> None:
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name in (topology.queue_name(QUEUE), topology.dead_letter_queue_name(QUEUE)):
+            queue = await channel.get_queue(name)
+            await queue.purge()
+
+
+async def queue_depth(name: str) -> int:
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        return queue.declaration_result.message_count or 0
+
+
+async def write_outbox(engine: AsyncEngine, count: int, **payload: object) -> list[Envelope]:
+    outbox = Outbox(SCHEMA, producer="msgtest")
+    async with make_session_factory(engine)() as session, session.begin():
+        return await outbox.add(
+            session,
+            [
+                Draft("msgtest.happened", "msgtest.happened", {"n": i, **payload})
+                for i in range(count)
+            ],
+        )
+
+
+def run_harness(mode: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    extra = {"EXCHANGE_DELIVERY_LIMIT": str(DELIVERY_LIMIT)}
+    if crash_at:
+        extra["EXCHANGE_CRASH_AT"] = crash_at
+    log_path = Path(tempfile.gettempdir()) / f"harness-{env.RUN_TAG}-{mode}.log"
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, str(HARNESS), mode],
+            env=env.service_env(**extra),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    code = await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout)
+    return code
+
+
+async def start_consumer(engine: AsyncEngine, broker: Broker) -> InboxConsumer:
+    consumer = InboxConsumer(
+        name="harness",
+        queue=QUEUE,
+        schema=SCHEMA,
+        session_factory=make_session_factory(engine),
+        handler=record_effect,
+    )
+    await consumer.start(broker)
+    return consumer
+
+
+async def test_outbox_messages_reach_the_consumer_once_in_order(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    envelopes = await write_outbox(msg_engine, 50)
+    assert [e.sequence for e in envelopes] == list(range(1, 51))
+    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
+    assert await relay.publish_batch() == 50
+    assert await relay.publish_batch() == 0
+    consumer = await start_consumer(msg_engine, broker)
+    try:
+
+        async def all_applied() -> bool:
+            return len(await effect_counts(msg_engine)) == 50
+
+        await wait_until(all_applied, message="50 effects")
+        counts = await effect_counts(msg_engine)
+        assert set(counts) == {e.message_id for e in envelopes}
+        assert set(counts.values()) == {1}
+        async with make_session_factory(msg_engine)() as session:
+            inbox = Inbox(SCHEMA, "harness")
+            assert await inbox.position(session, "msgtest") == 50
+            assert await inbox.gaps(session) == []
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_at", ["relay_before_publish", "relay_after_publish"])
+async def test_relay_killed_mid_batch_still_delivers_each_effect_once(
+    msg_engine: AsyncEngine, broker: Broker, crash_at: str
+) -> None:
+    envelopes = await write_outbox(msg_engine, 20)
+    crashed = run_harness("relay", crash_at=crash_at)
+    assert await wait_exit(crashed) == -signal.SIGKILL
+    async with msg_engine.connect() as conn:
+        unpublished = await conn.scalar(
+            text(f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL")
+        )
+    assert unpublished == 20, "the killed relay must not have marked anything sent"
+    published_before_restart = await queue_depth(broker.topology.queue_name(QUEUE))
+    assert published_before_restart == (20 if crash_at == "relay_after_publish" else 0)
+
+    restarted = run_harness("relay")
+    assert await wait_exit(restarted) == 0
+    assert await queue_depth(broker.topology.queue_name(QUEUE)) == published_before_restart + 20
+
+    consumer = await start_consumer(msg_engine, broker)
+    try:
+
+        async def drained() -> bool:
+            return (
+                await queue_depth(broker.topology.queue_name(QUEUE)) == 0
+                and len(await effect_counts(msg_engine)) == 20
+            )
+
+        await wait_until(drained, message="queue drained")
+        counts = await effect_counts(msg_engine)
+        assert counts == {e.message_id: 1 for e in envelopes}
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.slow
+async def test_consumer_killed_after_commit_before_ack_applies_once(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    envelopes = await write_outbox(msg_engine, 10)
+    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
+    assert await relay.publish_batch() == 10
+
+    crashed = run_harness("consume", crash_at="consumer_after_commit")
+    assert await wait_exit(crashed) == -signal.SIGKILL
+    applied_by_crashed = await effect_counts(msg_engine)
+    assert applied_by_crashed, "the consumer died after committing at least one effect"
+    # Nothing was acknowledged: the broker still holds every message for the next consumer.
+    assert await queue_depth(broker.topology.queue_name(QUEUE)) == 10
+
+    survivor = run_harness("consume")
+    try:
+
+        async def drained() -> bool:
+            return (
+                await queue_depth(broker.topology.queue_name(QUEUE)) == 0
+                and len(await effect_counts(msg_engine)) == 10
+            )
+
+        await wait_until(drained, timeout=30, message="survivor drained the queue")
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        await wait_exit(survivor)
+    assert await effect_counts(msg_engine) == {e.message_id: 1 for e in envelopes}
+
+
+async def test_redelivered_and_duplicated_messages_change_nothing(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    envelope = Envelope(
+        message_id=str(uuid7()),
+        type="msgtest.dup",
+        producer="msgtest",
+        stream="dup",
+        sequence=1,
+        payload={"k": "v"},
+    )
+    message = OutgoingMessage.from_envelope("msgtest.dup", envelope)
+    await broker.publish([message, message, message])
+    consumer = await start_consumer(msg_engine, broker)
+    try:
+
+        async def drained() -> bool:
+            return await queue_depth(broker.topology.queue_name(QUEUE)) == 0
+
+        await wait_until(drained, message="duplicates consumed")
+        assert await effect_counts(msg_engine) == {envelope.message_id: 1}
+    finally:
+        await consumer.stop()
+
+
+async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    poison = (await write_outbox(msg_engine, 1, poison=True))[0]
+    healthy = await write_outbox(msg_engine, 5)
+    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
+    assert await relay.publish_batch() == 6
+    consumer = await start_consumer(msg_engine, broker)
+    dlq = broker.topology.dead_letter_queue_name(QUEUE)
+    try:
+
+        async def settled() -> bool:
+            return await queue_depth(dlq) == 1 and len(await effect_counts(msg_engine)) == 5
+
+        await wait_until(settled, timeout=30, message="poison dead-lettered, others applied")
+    finally:
+        await consumer.stop()
+    assert await effect_counts(msg_engine) == {e.message_id: 1 for e in healthy}
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(dlq)
+        dead = await queue.get(timeout=5)
+        assert dead is not None
+        assert Envelope.decode(dead.body).message_id == poison.message_id
+        # The broker counted the deliveries; it gave up at the configured limit.
+        deaths = (dead.headers or {}).get("x-death")
+        assert isinstance(deaths, list)
+        assert deaths
+        await dead.ack()
+
+
+async def test_an_undecodable_message_goes_straight_to_the_dead_letter_queue(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    await broker.publish(
+        [
+            OutgoingMessage(
+                routing_key="msgtest.garbage",
+                body=b"not json",
+                message_id="x",
+                type="garbage",
+                correlation_id=None,
+                producer="test",
+                stream="garbage",
+                sequence=1,
+            )
+        ]
+    )
+    consumer = await start_consumer(msg_engine, broker)
+    dlq = broker.topology.dead_letter_queue_name(QUEUE)
+    try:
+
+        async def dead_lettered() -> bool:
+            return await queue_depth(dlq) == 1
+
+        await wait_until(dead_lettered, message="garbage dead-lettered")
+    finally:
+        await consumer.stop()
+    assert await effect_counts(msg_engine) == {}
+
+
+async def test_inbox_reports_a_gap_until_the_missing_message_arrives(
+    msg_engine: AsyncEngine,
+) -> None:
+    inbox = Inbox(SCHEMA, "gapcheck")
+    factory = make_session_factory(msg_engine)
+
+    def envelope(sequence: int) -> Envelope:
+        return Envelope(str(uuid7()), "t", "p", "book-A", sequence, {})
+
+    async with factory() as session, session.begin():
+        for sequence in (1, 2, 4, 5):
+            assert await inbox.record(session, envelope(sequence))
+    async with factory() as session:
+        gaps = await inbox.gaps(session)
+        assert [(g.stream, g.contiguous_upto, g.highest_seen) for g in gaps] == [("book-A", 2, 5)]
+    async with factory() as session, session.begin():
+        assert await inbox.record(session, envelope(3))
+    async with factory() as session:
+        assert await inbox.gaps(session) == []
+        assert await inbox.position(session, "book-A") == 5
+
+
+def test_crash_points_are_inert_unless_named() -> None:
+    # The harness relies on this variable; the test process itself must never crash.
+    assert os.environ.get("EXCHANGE_CRASH_AT") is None

@@ -1,0 +1,55 @@
+"""A throw-away schema with an outbox, an inbox and an effects table, for messaging tests."""
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.messaging.envelope import Envelope
+from shared.messaging.schema import create_messaging_tables
+from shared.messaging.topology import QueueSpec
+
+SCHEMA = "msgtest"
+QUEUE = QueueSpec("msgtest.work", bindings=("msgtest.#",))
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    def ddl(conn: Connection) -> None:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+        with Operations.context(MigrationContext.configure(conn)):
+            create_messaging_tables(SCHEMA)
+        conn.execute(
+            text(
+                f"CREATE TABLE {SCHEMA}.effects (id bigserial PRIMARY KEY, message_id uuid NOT NULL,"
+                " type text NOT NULL, payload jsonb NOT NULL)"
+            )
+        )
+
+    async with engine.begin() as conn:
+        await conn.run_sync(ddl)
+
+
+class PoisonError(RuntimeError):
+    pass
+
+
+async def record_effect(session: AsyncSession, envelope: Envelope) -> None:
+    """The handler under test: one row per applied message; 'poison' messages always fail."""
+    if envelope.payload.get("poison"):
+        raise PoisonError(f"message {envelope.message_id} always fails")
+    await session.execute(
+        text(
+            f"INSERT INTO {SCHEMA}.effects (message_id, type, payload) "
+            "VALUES (:m, :t, CAST(:p AS jsonb))"
+        ),
+        {"m": envelope.message_id, "t": envelope.type, "p": envelope.encode().decode()},
+    )
+
+
+async def effect_counts(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(f"SELECT message_id::text, count(*) FROM {SCHEMA}.effects GROUP BY 1")
+        )
+        return {r[0]: r[1] for r in rows}
