@@ -25,11 +25,17 @@ class CommonSettings(BaseSettings):
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     db_pool_size: int = Field(default=10, ge=1)
+    #: The address services listen on.
     host: str = "127.0.0.1"
     gateway_port: int = 8000
     custody_port: int = 8001
     matching_port: int = 8002
     clearing_port: int = 8003
+    #: Where other services reach each one; by default http://{host}:{port}.
+    gateway_url: str | None = None
+    custody_url: str | None = None
+    matching_url: str | None = None
+    clearing_url: str | None = None
 
     def port_of(self, service: str) -> int:
         port = getattr(self, f"{service}_port", None)
@@ -38,4 +44,8 @@ class CommonSettings(BaseSettings):
         return port
 
     def url_of(self, service: str) -> str:
-        return f"http://{self.host}:{self.port_of(service)}"
+        configured = getattr(self, f"{service}_url", None)
+        if isinstance(configured, str) and configured:
+            return configured.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port_of(service)}"
