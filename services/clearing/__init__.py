@@ -1,0 +1,1 @@
+"""Clearing service: business dates, trades, fees, netting, EOD, bank files, reconciliation."""
