@@ -24,13 +24,28 @@ from datetime import date
 from shared.money import MoneyError, format_fen, parse_fen
 
 INSTRUCTION_HEADER = [
-    "business_date", "seq", "sub_account", "member_id", "direction", "amount", "kind",
+    "business_date",
+    "seq",
+    "sub_account",
+    "member_id",
+    "direction",
+    "amount",
+    "kind",
     "reference",
-]  # fmt: skip
+]
 STATEMENT_HEADER = [
-    "record_type", "business_date", "account", "account_type", "member_id", "kind",
-    "reference", "direction", "amount", "opening_balance", "closing_balance",
-]  # fmt: skip
+    "record_type",
+    "business_date",
+    "account",
+    "account_type",
+    "member_id",
+    "kind",
+    "reference",
+    "direction",
+    "amount",
+    "opening_balance",
+    "closing_balance",
+]
 DIRECTIONS = ("DEBIT", "CREDIT")
 INSTRUCTION_KINDS = ("TRADE_NET", "FEE", "WITHDRAWAL")
 
@@ -180,11 +195,18 @@ class Bank:
                 continue
             amount = overrides.get(row.reference, row.amount_fen)
             _check_positive(amount)
-            self._book(row.business_date, row.account, row.kind, row.reference, row.direction,
-                       amount)  # fmt: skip
+            self._book(
+                row.business_date, row.account, row.kind, row.reference, row.direction, amount
+            )
             if row.kind == "WITHDRAWAL":
-                self._book(row.business_date, self.master_account, row.kind, row.reference,
-                           row.direction, amount)  # fmt: skip
+                self._book(
+                    row.business_date,
+                    self.master_account,
+                    row.kind,
+                    row.reference,
+                    row.direction,
+                    amount,
+                )
             self.applied.add(row.reference)
             booked.append(row.reference)
         return ApplyResult(tuple(booked), tuple(already), tuple(skipped))
@@ -193,8 +215,9 @@ class Bank:
 
     def balance_fen(self, account: str, as_of: date) -> int:
         """Balance at the end of ``as_of``."""
-        return sum(b.signed_fen for b in self.bookings
-                   if b.account == account and b.business_date <= as_of)  # fmt: skip
+        return sum(
+            b.signed_fen for b in self.bookings if b.account == account and b.business_date <= as_of
+        )
 
     def statement(self, business_date: date, inject: StatementInjection | None = None) -> str:
         """The statement file of ``business_date`` (B rows, then the day's M rows)."""
@@ -208,10 +231,13 @@ class Bank:
         for acc in inject.drop_accounts:
             self._require(acc)
         subs = sorted(
-            (a for a in self.accounts.values()
-             if a.opened_on is None or a.opened_on <= business_date),
+            (
+                a
+                for a in self.accounts.values()
+                if a.opened_on is None or a.opened_on <= business_date
+            ),
             key=lambda a: a.account,
-        )  # fmt: skip
+        )
         extra = sum(unknown.values())
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -220,24 +246,71 @@ class Bank:
         master_close = (
             self.balance_fen(self.master_account, business_date) + extra + inject.master_offset_fen
         )
-        writer.writerow(["B", day, self.master_account, "MASTER", "", "", "", "", "",
-                         format_fen(master_open), format_fen(master_close)])  # fmt: skip
+        writer.writerow(
+            [
+                "B",
+                day,
+                self.master_account,
+                "MASTER",
+                "",
+                "",
+                "",
+                "",
+                "",
+                format_fen(master_open),
+                format_fen(master_close),
+            ]
+        )
         rows: list[tuple[str, str, int, int]] = [
-            (a.account, a.member_id or "", self.balance_fen(a.account, previous),
-             self.balance_fen(a.account, business_date))
-            for a in subs if a.account not in inject.drop_accounts
-        ]  # fmt: skip
+            (
+                a.account,
+                a.member_id or "",
+                self.balance_fen(a.account, previous),
+                self.balance_fen(a.account, business_date),
+            )
+            for a in subs
+            if a.account not in inject.drop_accounts
+        ]
         rows.extend((acc, "", fen, fen) for acc, fen in unknown.items())
         for acc, member, opening, closing in sorted(rows):
-            writer.writerow(["B", day, acc, "SUB", member, "", "", "", "",
-                             format_fen(opening), format_fen(closing)])  # fmt: skip
+            writer.writerow(
+                [
+                    "B",
+                    day,
+                    acc,
+                    "SUB",
+                    member,
+                    "",
+                    "",
+                    "",
+                    "",
+                    format_fen(opening),
+                    format_fen(closing),
+                ]
+            )
         for b in self.bookings:
-            if (b.business_date != business_date or b.account == self.master_account
-                    or b.account in inject.drop_accounts):  # fmt: skip
+            if (
+                b.business_date != business_date
+                or b.account == self.master_account
+                or b.account in inject.drop_accounts
+            ):
                 continue
             member = self.accounts[b.account].member_id or ""
-            writer.writerow(["M", day, b.account, "SUB", member, b.kind, b.reference,
-                             b.direction, format_fen(b.amount_fen), "", ""])  # fmt: skip
+            writer.writerow(
+                [
+                    "M",
+                    day,
+                    b.account,
+                    "SUB",
+                    member,
+                    b.kind,
+                    b.reference,
+                    b.direction,
+                    format_fen(b.amount_fen),
+                    "",
+                    "",
+                ]
+            )
         return out.getvalue()
 
     # ------------------------------------------------------------------- internals
@@ -249,11 +322,17 @@ class Bank:
         return sub
 
     def _book(
-        self, business_date: date, account: str, kind: str, reference: str, direction: str,
+        self,
+        business_date: date,
+        account: str,
+        kind: str,
+        reference: str,
+        direction: str,
         amount_fen: int,
-    ) -> None:  # fmt: skip
-        self.bookings.append(Booking(business_date, account, kind, reference, direction,
-                                     amount_fen))  # fmt: skip
+    ) -> None:
+        self.bookings.append(
+            Booking(business_date, account, kind, reference, direction, amount_fen)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,8 +363,17 @@ def parse_instructions(content: str) -> list[InstructionRow]:
         if direction not in DIRECTIONS or kind not in INSTRUCTION_KINDS or not ref:
             raise BankError(f"instruction row {n}: bad direction, kind or reference")
         try:
-            rows.append(InstructionRow(date.fromisoformat(day), account, member, direction,
-                                       parse_fen(amount), kind, ref))  # fmt: skip
+            rows.append(
+                InstructionRow(
+                    date.fromisoformat(day),
+                    account,
+                    member,
+                    direction,
+                    parse_fen(amount),
+                    kind,
+                    ref,
+                )
+            )
         except (ValueError, MoneyError) as exc:
             raise BankError(f"instruction row {n}: {exc}") from exc
     if len({r.business_date for r in rows}) > 1:

@@ -22,8 +22,9 @@ def state_path(directory: Path) -> Path:
     return directory / STATE_FILE
 
 
-def init(directory: Path, master_account: str = "MASTER0001",
-         fee_account: str = "SUBFEE0001") -> Bank:  # fmt: skip
+def init(
+    directory: Path, master_account: str = "MASTER0001", fee_account: str = "SUBFEE0001"
+) -> Bank:
     """Create a fresh bank in ``directory``; refuses to overwrite an existing one."""
     path = state_path(directory)
     if path.exists():

@@ -242,19 +242,24 @@ def reconcile(
         theirs = bank_subs.get(account)
         if mine is not None and theirs is None:
             sub_breaks.append(
-                SubBreak(SubBreakKind.MISSING_AT_BANK, account, mine.member_id,
-                         mine.settled_fen, None)
-            )  # fmt: skip
+                SubBreak(
+                    SubBreakKind.MISSING_AT_BANK, account, mine.member_id, mine.settled_fen, None
+                )
+            )
         elif mine is None and theirs is not None:
             sub_breaks.append(
-                SubBreak(SubBreakKind.UNKNOWN_AT_EXCHANGE, account, None,
-                         None, theirs.closing_fen)
-            )  # fmt: skip
+                SubBreak(SubBreakKind.UNKNOWN_AT_EXCHANGE, account, None, None, theirs.closing_fen)
+            )
         elif mine is not None and theirs is not None and mine.settled_fen != theirs.closing_fen:
             sub_breaks.append(
-                SubBreak(SubBreakKind.AMOUNT_MISMATCH, account, mine.member_id,
-                         mine.settled_fen, theirs.closing_fen)
-            )  # fmt: skip
+                SubBreak(
+                    SubBreakKind.AMOUNT_MISMATCH,
+                    account,
+                    mine.member_id,
+                    mine.settled_fen,
+                    theirs.closing_fen,
+                )
+            )
     sub_sub = SubSub(checked=len(set(ours) | set(bank_subs)), breaks=tuple(sub_breaks))
 
     exchange_moves: dict[tuple[str, str], int] = {}
