@@ -85,7 +85,7 @@ def test_booked_on_another_account_is_missing_on_one_and_extra_on_the_other() ->
         StatementMovement("SUBB", SUB, "m_b", MovementKind.DEPOSIT, "BK1", CR, 100_00),
         StatementMovement("SUBB", SUB, "m_b", MovementKind.DEPOSIT, "BK2", CR, 50_00),
     ))  # fmt: skip
-    breaks = reconcile(D, EXCHANGE, st).to_dict()["movements"]["breaks"]
+    breaks = reconcile(D, EXCHANGE, st).movements.to_dict()["breaks"]
     assert breaks == [
         {"kind": "MISSING_AT_BANK", "reference": "BK1", "account": "SUBA", "member_id": "m_a",
          "exchange_value": "100.00", "bank_value": None},
@@ -100,8 +100,7 @@ def test_double_booking_at_bank_is_summed() -> None:
         StatementMovement("SUBA", SUB, "m_a", MovementKind.DEPOSIT, "BK1", CR, 100_00),
         StatementMovement("SUBB", SUB, "m_b", MovementKind.DEPOSIT, "BK2", CR, 50_00),
     ), sub_a=200_00)  # fmt: skip
-    report = reconcile(D, EXCHANGE, st).to_dict()
-    assert report["movements"]["breaks"] == [
+    assert reconcile(D, EXCHANGE, st).movements.to_dict()["breaks"] == [
         {"kind": "AMOUNT_MISMATCH", "reference": "BK1", "account": "SUBA", "member_id": "m_a",
          "exchange_value": "100.00", "bank_value": "200.00"},
     ]  # fmt: skip
