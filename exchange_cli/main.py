@@ -5,6 +5,7 @@ import asyncio
 import typer
 from rich.console import Console
 
+from banksim.cli import app as bank_simulator_app
 from exchange_cli import infra
 from exchange_cli.supervisor import run_services
 from shared.config import CommonSettings
@@ -17,6 +18,13 @@ db_app = typer.Typer(help="Database schema of every service.", no_args_is_help=T
 infra_app = typer.Typer(help="Local PostgreSQL and RabbitMQ.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(infra_app, name="infra")
+bank_app = typer.Typer(help="The custody bank's side.", no_args_is_help=True)
+bank_app.add_typer(
+    bank_simulator_app,
+    name="simulate",
+    help="A stand-in custody bank for demos and tests: deposits, instruction files, statements.",
+)
+app.add_typer(bank_app, name="bank")
 
 console = Console(highlight=False)
 

@@ -32,6 +32,6 @@ def test_compose_file_parses_and_runs_every_service_with_its_dependencies() -> N
 
 def test_dockerfile_copies_every_package_the_project_installs() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    for package in ("shared", "services", "exchange_cli"):
+    for package in ("shared", "services", "exchange_cli", "banksim"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert "uv sync --frozen --no-dev" in dockerfile
