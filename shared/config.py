@@ -25,6 +25,8 @@ class CommonSettings(BaseSettings):
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     db_pool_size: int = Field(default=10, ge=1)
+    #: Matching shards; products are spread over them by code. Every service must agree.
+    matching_shards: int = Field(default=2, ge=1, le=64)
     #: The address services listen on.
     host: str = "127.0.0.1"
     gateway_port: int = 8000

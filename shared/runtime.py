@@ -10,11 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.config import CommonSettings
+from shared.contracts import system_queues
 from shared.db import check_identifier, make_engine, make_session_factory
 from shared.messaging.broker import Broker
 from shared.messaging.inbox import Handler, InboxConsumer
 from shared.messaging.outbox import Outbox, OutboxRelay
-from shared.messaging.topology import SYSTEM_QUEUES, QueueSpec, Topology
+from shared.messaging.topology import QueueSpec, Topology
 from shared.metrics import READY
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,18 @@ class ServiceRuntime:
         settings: CommonSettings,
         *,
         consumers: Sequence[ConsumerSpec] = (),
-        queues: Sequence[QueueSpec] = SYSTEM_QUEUES,
+        queues: Sequence[QueueSpec] | None = None,
     ) -> None:
         self.name = name
         self.schema = check_identifier(name)
         self.settings = settings
         self.topology = Topology(settings.broker_prefix, settings.delivery_limit)
         self._consumer_specs = tuple(consumers)
-        declared = {q.name: q for q in queues}
+        # Every service declares every queue, so a message is routable as soon as any is up.
+        declared = {
+            q.name: q
+            for q in (system_queues(settings.matching_shards) if queues is None else queues)
+        }
         for spec in self._consumer_specs:
             declared.setdefault(spec.queue.name, spec.queue)
         self._queues = tuple(declared.values())

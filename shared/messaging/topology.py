@@ -81,8 +81,3 @@ class Topology:
                 await queue.bind(self.events_exchange, routing_key=key)
             declared[spec.name] = queue
         return declared
-
-
-#: The queues of the whole system. Every service declares all of them at start, so that
-#: a message is routable as soon as any service is up. Services add theirs as they grow.
-SYSTEM_QUEUES: tuple[QueueSpec, ...] = ()

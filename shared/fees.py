@@ -1,5 +1,8 @@
 """The trading fee schedule (流通服务费), charged to both sides of every trade.
 
+Shared because two services apply it: custody (reservations and settlement obligations)
+and clearing (trade capture and netting). It is configuration, not one service's rule.
+
 A trade's fee for one side is the tier fee for the trade's amount, reduced so that
 the order's running total of fees never passes the per-order cap, and never more
 than the trade's amount (a seller's fee is taken from the same trade's proceeds).

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.clearing.domain.fees import (
+from shared.fees import (
     DEFAULT_FEE_SCHEDULE,
     MAX_FEE_PER_ORDER_FEN,
     FeeSchedule,
