@@ -22,6 +22,7 @@ INSTRUMENT_CONTROL = "instrument.control"  # gateway -> custody (halt, resume, d
 INSTRUMENT_UPDATED = "instrument.updated"  # custody -> gateway (listing, state, holders)
 BOOK_COMMAND = "book.command"  # envelope type of every message to a matching shard
 BOOK_EVENTS = "book.events"  # envelope type of every message from a book
+BUSINESS_DATE_ROLLED = "business_date.rolled"  # clearing -> custody, gateway
 
 #: Default number of matching shards; products are spread over them by code.
 DEFAULT_MATCHING_SHARDS = 2
@@ -55,14 +56,14 @@ def system_queues(matching_shards: int = DEFAULT_MATCHING_SHARDS) -> tuple[Queue
     return (
         QueueSpec(
             "custody.commands",
-            (ORDER_SUBMIT, ORDER_CANCEL, ORDER_AMEND, INSTRUMENT_CONTROL),
+            (ORDER_SUBMIT, ORDER_CANCEL, ORDER_AMEND, INSTRUMENT_CONTROL, BUSINESS_DATE_ROLLED),
             single_active_consumer=True,
         ),
         QueueSpec("custody.book", ("book.#",), single_active_consumer=True),
         *shards,
         QueueSpec(
             "gateway.events",
-            (ORDER_REJECTED, INSTRUMENT_UPDATED, "book.#"),
+            (ORDER_REJECTED, INSTRUMENT_UPDATED, BUSINESS_DATE_ROLLED, "book.#"),
             single_active_consumer=True,
         ),
         QueueSpec("clearing.book", ("book.#",), single_active_consumer=True),
@@ -114,6 +115,14 @@ class InstrumentControl(TypedDict):
 
     instrument: str
     action: Literal["halt", "resume", "delist"]
+
+
+class BusinessDateRolled(TypedDict):
+    """clearing -> custody, gateway: the business date is now ``business_date``; day
+    ``previous_date`` takes no new deposits, withdrawals or trades."""
+
+    previous_date: str
+    business_date: str
 
 
 BookCommandName = Literal[
