@@ -282,7 +282,7 @@ class OrderBook:
                 level = opp_levels[key]
                 queue = level.queue
                 level_price = level.price_fen
-                while remaining:
+                while remaining and level.live:
                     maker = queue[0]
                     if not maker.active:
                         queue.popleft()
