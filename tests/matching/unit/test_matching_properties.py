@@ -24,6 +24,7 @@ from services.matching.domain import (
     OrderAmended,
     OrderBook,
     OrderCancelled,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
     OrderRested,
@@ -99,7 +100,7 @@ def run_ref(ref: RefBook, cmd: Command, order_id: str) -> str:
     if kind == "amend":
         return ref.amend(cmd[1], cmd[2])
     ref.trading = kind == "resume"
-    return kind
+    return str(kind)
 
 
 def outcome(cmd: Command, events: list[Event]) -> str:
@@ -107,7 +108,7 @@ def outcome(cmd: Command, events: list[Event]) -> str:
     if isinstance(first, OrderRejected | CancelRejected | AmendRejected):
         return f"rejected:{first.reason}"
     if cmd[0] in ("halt", "resume"):
-        return cmd[0]
+        return str(cmd[0])
     if isinstance(final, OrderCancelled):
         return f"cancelled:{final.reason}"
     if isinstance(final, OrderRested):
@@ -273,7 +274,8 @@ def test_day_roll_and_delist_end_states(stream: list[Command]) -> None:
             ids.append(f"o{n}")
     open_before = book.open_orders()
     rolled = book.roll_day(DATE + datetime.timedelta(days=1))
-    expired = [e.order_id for e in rolled[1:]]
+    assert all(isinstance(e, OrderExpired) for e in rolled[1:])
+    expired = [e.order_id for e in rolled[1:] if isinstance(e, OrderExpired)]
     assert expired == [
         v.order_id for v in sorted(open_before, key=lambda v: v.priority) if v.tif == "DAY"
     ]
