@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     ok = getattr(engine, "filled", -1) == total_expected
                     verdict = "filled qty identical" if ok else "FILLED QTY DIFFERS"
+                if ok:
+                    ok = engine.open_ok(stream.live_at_end)
+                    verdict += ", open orders identical" if ok else ", OPEN ORDERS DIFFER"
                 if not ok:
                     print(f"{key}: {verdict} (qty {qty} vs {total_expected})", file=sys.stderr)
             del engine

@@ -33,6 +33,7 @@ class Stream:
     resting_after_preload: int
     resting_at_end: int
     levels_at_end: int
+    live_at_end: list[int]
     mix: dict[str, int] = field(default_factory=dict)
 
 
@@ -166,5 +167,6 @@ def generate(
         resting_after_preload,
         len(shadow.live),
         len(shadow.levels[True]) + len(shadow.levels[False]),
+        sorted(shadow.live),
         mix,
     )
