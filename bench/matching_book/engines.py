@@ -35,12 +35,13 @@ class Ours:
     notes = "full feature set: checks, STP, events + sequence"
 
     def __init__(self) -> None:
-        from services.matching.domain import OrderBook
+        from services.matching.domain import OrderBook, Trade
 
         self.book = OrderBook("BENCH", 1, 1, 1, 1, 10**9, datetime.date(2026, 3, 2), "trading", 0)
         self._submit = self.book.submit
         self._cancel = self.book.cancel
-        self.out: list[list[Any]] = []
+        self._trade = Trade
+        self.out: list[Any] = []
 
     def new(self, op: Op) -> None:
         # A consumer publishes the events and drops them; only takes' are kept (for
@@ -51,18 +52,17 @@ class Ours:
         self._cancel(op[5])
 
     def take(self, op: Op) -> None:
-        self.out.append(self._submit(op[5], "T", "BUY" if op[2] else "SELL", op[3], op[4], "IOC"))
+        # Keep the trade records, as every peer adapter does (trade log, callback list,
+        # blotters); the other events are published and dropped by a real consumer.
+        for e in self._submit(op[5], "T", "BUY" if op[2] else "SELL", op[3], op[4], "IOC"):
+            if type(e) is self._trade:
+                self.out.append(e)
 
     def trades(self) -> list[ExpectedTrade]:
-        from services.matching.domain import Trade
-
-        result = []
-        for events in self.out:
-            for e in events:
-                if type(e) is Trade:
-                    maker, taker = int(e.maker_order_id[1:]), int(e.taker_order_id[1:])
-                    result.append((maker, taker, e.price_fen, e.quantity))
-        return result
+        return [
+            (int(e.maker_order_id[1:]), int(e.taker_order_id[1:]), e.price_fen, e.quantity)
+            for e in self.out
+        ]
 
     def open_ok(self, live: list[int]) -> bool:
         return sorted(int(v.order_id[1:]) for v in self.book.open_orders()) == live
