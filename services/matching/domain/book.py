@@ -244,11 +244,10 @@ class OrderBook:
             or side not in SIDES
             or tif not in TIMES_IN_FORCE
             or price_fen % self._tick_size
-            or price_fen < self._band_low
-            or price_fen > self._band_high
-            or quantity <= 0
-            or quantity % self._lot_size
+            or not self._band_low <= price_fen <= self._band_high
+            # min_quantity >= 1, so this also refuses zero and negative quantities.
             or quantity < self._min_quantity
+            or quantity % self._lot_size
         ):
             self._seq = seq
             return [
