@@ -431,3 +431,33 @@ def test_lazy_deletion_compacts_and_keeps_fifo() -> None:
     events = book.submit("s", "m2", "SELL", 1000, 20 * len(survivors), "IOC")
     assert [t[0] for t in trades(events)] == survivors
     assert book.depth(1) == ([], [])
+
+
+def test_depth_limits_levels_and_aggregates() -> None:
+    book = make_book()
+    book.submit("b1", "m1", "BUY", 1000, 20, "GTC")
+    book.submit("b2", "m2", "BUY", 1000, 30, "GTC")
+    book.submit("b3", "m1", "BUY", 990, 20, "GTC")
+    book.submit("b4", "m1", "BUY", 995, 20, "GTC")
+    book.submit("s1", "m3", "SELL", 1010, 20, "GTC")
+    book.submit("s2", "m3", "SELL", 1005, 40, "GTC")
+    assert book.depth(2) == ([(1000, 50), (995, 20)], [(1005, 40), (1010, 20)])
+    assert book.depth(0) == ([], [])
+    assert [v.order_id for v in book.open_orders()] == ["b1", "b2", "b4", "b3", "s2", "s1"]
+
+
+def test_restore_refuses_corrupt_order_rows() -> None:
+    book = make_book()
+    book.submit("b1", "m1", "BUY", 1000, 20, "GTC")
+    snap = book.snapshot()
+    snap["orders"][0][5] = 0  # remaining 0 is not an open order
+    with pytest.raises(BookConfigError):
+        OrderBook.restore(snap)
+
+
+def test_events_are_typed_tuples() -> None:
+    book = make_book()
+    accepted = book.submit("b1", "m1", "BUY", 1000, 20, "GTC")[0]
+    assert isinstance(accepted, OrderAccepted)
+    assert isinstance(accepted, tuple)
+    assert accepted._asdict()["order_id"] == "b1"
