@@ -76,7 +76,7 @@ def _pct(values: list[int], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--ops", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20260302)
     parser.add_argument("--engines", default=",".join(FACTORIES))
     parser.add_argument(
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         f"expected_qty={total_expected} gc={args.gc} repeat={args.repeat}"
     )
 
+    factories: dict[str, Callable[[], Any]] = {}
     results: dict[str, dict[str, Any]] = {}
     for key in args.engines.split(","):
         factory = FACTORIES[key]
@@ -105,47 +106,56 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a peer that is not installed
             print(f"{key}: SKIPPED ({type(exc).__name__}: {exc})")
             continue
-        runs = []
-        verdict = "?"
-        for i in range(args.repeat):
+        # Correctness first, untimed: the engine's trades and open orders after the
+        # whole stream must equal the stream's expectations.
+        engine = _prepare(factory, stream, "default")
+        _timed(engine, stream.ops)
+        trades = engine.trades()
+        if trades:
+            ok = trades == stream.trades
+            verdict = "trades identical" if ok else "TRADES DIFFER"
+        else:
+            ok = getattr(engine, "filled", -1) == total_expected
+            verdict = "filled qty identical" if ok else "FILLED QTY DIFFERS"
+        open_ok = engine.open_ok(stream.live_at_end)
+        verdict += ", open orders identical" if open_ok else ", OPEN ORDERS DIFFER"
+        if not (ok and open_ok):
+            qty = sum(t[3] for t in trades)
+            print(f"{key}: {verdict} (qty {qty} vs {total_expected})", file=sys.stderr)
+        del engine
+        gc.collect()
+        factories[key] = factory
+        results[key] = {
+            "name": getattr(probe, "name", key),
+            "notes": getattr(probe, "notes", ""),
+            "verdict": verdict,
+            "runs": [],
+        }
+        del probe
+
+    # Timed runs, round robin so that noise from other work on the machine spreads
+    # over all engines rather than hitting one.
+    for _ in range(args.repeat):
+        for key, factory in factories.items():
             engine = _prepare(factory, stream, args.gc)
-            runs.append(_timed(engine, stream.ops))
+            results[key]["runs"].append(_timed(engine, stream.ops))
             if args.gc == "freeze":
                 gc.unfreeze()
-            if i == 0:
-                trades = engine.trades()
-                qty = sum(t[3] for t in trades)
-                if trades:
-                    ok = trades == stream.trades
-                    verdict = "trades identical" if ok else "TRADES DIFFER"
-                else:
-                    ok = getattr(engine, "filled", -1) == total_expected
-                    verdict = "filled qty identical" if ok else "FILLED QTY DIFFERS"
-                if ok:
-                    ok = engine.open_ok(stream.live_at_end)
-                    verdict += ", open orders identical" if ok else ", OPEN ORDERS DIFFER"
-                if not ok:
-                    print(f"{key}: {verdict} (qty {qty} vs {total_expected})", file=sys.stderr)
             del engine
             gc.collect()
+    for key, factory in factories.items():
         engine = _prepare(factory, stream, args.gc)
-        lat = _latencies(engine, stream.ops)
+        results[key]["lat"] = _latencies(engine, stream.ops)
         if args.gc == "freeze":
             gc.unfreeze()
         del engine
         gc.collect()
-        best = min(runs)
-        results[key] = {
-            "name": getattr(probe, "name", key),
-            "notes": getattr(probe, "notes", ""),
-            "best_ops": len(stream.ops) / best,
-            "median_ops": len(stream.ops) / statistics.median(runs),
-            "verdict": verdict,
-            "lat": lat,
-        }
+        runs = results[key]["runs"]
+        results[key]["best_ops"] = len(stream.ops) / min(runs)
+        results[key]["median_ops"] = len(stream.ops) / statistics.median(runs)
         print(
-            f"{key}: {len(stream.ops) / best:,.0f} ops/s (best of {args.repeat}), "
-            f"median {len(stream.ops) / statistics.median(runs):,.0f}; {verdict}",
+            f"{key}: {results[key]['best_ops']:,.0f} ops/s (best of {args.repeat}), "
+            f"median {results[key]['median_ops']:,.0f}; {results[key]['verdict']}",
             flush=True,
         )
 
