@@ -6,7 +6,7 @@ Data layout, chosen for the hot path:
   minus the price for asks, so that on both sides the best level has the largest key.
 * ``_keys[side]`` is the ascending list of those keys (``bisect``), best level last:
   reading, removing and adding the best level are O(1) at the end of a list.
-* Each level holds a ``deque`` in time priority. A cancel marks the order inactive in
+* Each level holds a ``deque`` in time priority. A cancel sets the order's remaining to 0 in
   O(1) and the entry is dropped lazily when it reaches the head of its queue (or when
   a level compacts itself because more than half of its entries are dead).
 * ``_orders`` maps an order id to its open order; ``_final`` maps the ids of orders
@@ -221,7 +221,7 @@ class OrderBook:
             book = self._levels[side]
             for key in reversed(self._keys[side]):
                 for order in book[key].queue:
-                    if order.active:
+                    if order.remaining:
                         yield order
 
     # ------------------------------------------------------------------ submit
@@ -302,14 +302,14 @@ class OrderBook:
                 level_price = level.price_fen
                 while remaining and level.live:
                     maker = queue[0]
-                    if not maker.active:
+                    maker_remaining = maker.remaining
+                    if not maker_remaining:
                         queue.popleft()
                         level.dead -= 1
                         continue
                     if maker.member_id == member_id:
                         self_trade = True
                         break
-                    maker_remaining = maker.remaining
                     fill = remaining if remaining < maker_remaining else maker_remaining
                     remaining -= fill
                     maker_remaining -= fill
@@ -351,7 +351,6 @@ class OrderBook:
                     else:
                         queue.popleft()
                         level.live -= 1
-                        maker.active = False
                         del orders[maker_id]
                         final[maker_id] = FILLED
                         append(_new(OrderFilled, (seq, maker_id, maker.quantity, 0, FILLED)))
@@ -447,8 +446,8 @@ class OrderBook:
         key = order.price_fen if side == BUY else -order.price_fen
         book = self._levels[side]
         level = book[key]
-        order.active = False
         level.total -= order.remaining
+        order.remaining = 0
         level.live -= 1
         if not level.live:
             del book[key]
@@ -471,8 +470,8 @@ class OrderBook:
             reason = Reason.ORDER_FINAL if order_id in self._final else Reason.ORDER_NOT_FOUND
             return [CancelRejected(seq, order_id, reason)]
         # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
-        order.active = False
         remaining = order.remaining
+        order.remaining = 0
         if order.side == BUY:
             key = order.price_fen
             book = self._bid_levels
@@ -545,7 +544,7 @@ class OrderBook:
                     order.remaining,
                 )
             )
-            order.active = False
+            order.remaining = 0
             self._final[order.order_id] = CANCELLED
         self._orders.clear()
         for side in (BUY, SELL):
@@ -687,7 +686,7 @@ def _fok_fillable(
         if key < limit_key:
             return False
         for order in levels[key].queue:
-            if not order.active:
+            if not order.remaining:
                 continue
             if order.member_id == member_id:
                 return False

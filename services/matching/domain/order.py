@@ -7,10 +7,13 @@ from typing import NamedTuple
 
 
 class RestingOrder:
-    """An open order resting in the book. Internal: callers get ``OrderView``."""
+    """An open order resting in the book. Internal: callers get ``OrderView``.
+
+    ``remaining`` drops to 0 when the order is filled, cancelled or expired; such an
+    entry is no longer open and is skipped (lazily removed) in its level queue.
+    """
 
     __slots__ = (
-        "active",
         "member_id",
         "order_id",
         "price_fen",
@@ -41,8 +44,6 @@ class RestingOrder:
         self.tif = tif
         #: Sequence number of the order's acceptance: lower is earlier (time priority).
         self.priority = priority
-        #: False once cancelled/expired; the entry is then skipped lazily in its level queue.
-        self.active = True
 
 
 class PriceLevel:
@@ -61,7 +62,7 @@ class PriceLevel:
         self.dead = 0
 
     def compact(self) -> None:
-        self.queue = deque(o for o in self.queue if o.active)
+        self.queue = deque(o for o in self.queue if o.remaining)
         self.dead = 0
 
 
