@@ -1,0 +1,704 @@
+"""The order book of one product: price-time priority matching, pure and I/O free.
+
+Data layout, chosen for the hot path:
+
+* ``_levels[side]`` maps a *key* to a ``PriceLevel``; the key is the price for bids and
+  minus the price for asks, so that on both sides the best level has the largest key.
+* ``_keys[side]`` is the ascending list of those keys (``bisect``), best level last:
+  reading, removing and adding the best level are O(1) at the end of a list.
+* Each level holds a ``deque`` in time priority. A cancel sets the order's remaining to 0 in
+  O(1) and the entry is dropped lazily when it reaches the head of its queue (or when
+  a level compacts itself because more than half of its entries are dead).
+* ``_orders`` maps an order id to its open order; ``_final`` maps the ids of orders
+  that became final during the current business day to their final status, so a
+  reused id is refused and a late cancel is told ``ORDER_FINAL``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+from typing import Any
+
+from services.matching.domain.events import (
+    AmendRejected,
+    BandChanged,
+    BookStateChanged,
+    CancelRejected,
+    CommandRejected,
+    DayRolled,
+    Event,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderRested,
+    Trade,
+)
+from services.matching.domain.order import OrderView, PriceLevel, RestingOrder, view_of
+from services.matching.domain.types import (
+    BOOK_STATES,
+    BUY,
+    CANCELLED,
+    DAY,
+    DELISTED,
+    EXPIRED,
+    FILLED,
+    FOK,
+    HALTED,
+    IOC,
+    PARTIALLY_FILLED,
+    SELL,
+    SIDES,
+    TIMES_IN_FORCE,
+    TRADING,
+    BookState,
+    Reason,
+    Side,
+    TimeInForce,
+)
+
+SNAPSHOT_VERSION = 1
+#: ``tuple.__new__(EventType, (fields...))`` builds a NamedTuple without running its
+#: Python-level ``__new__``: about half the cost, and events are the hot path.
+_new = tuple.__new__
+_USER = Reason.USER
+#: A level compacts its queue when it holds more dead entries than this and than live ones.
+_COMPACT_MIN_DEAD = 16
+
+
+class BookConfigError(ValueError):
+    """Invalid construction parameters (a programming or configuration error)."""
+
+
+class OrderBook:
+    """Order book and matching engine of one product. Single writer, not thread safe.
+
+    Every command returns the list of events it produced, each stamped with the next
+    sequence number. Prices are integer fen, quantities integer units.
+    """
+
+    __slots__ = (
+        "_ask_keys",
+        "_ask_levels",
+        "_band_high",
+        "_band_low",
+        "_bid_keys",
+        "_bid_levels",
+        "_business_date",
+        "_final",
+        "_keys",
+        "_levels",
+        "_lot_size",
+        "_min_quantity",
+        "_orders",
+        "_seq",
+        "_state",
+        "_tick_size",
+        "instrument",
+    )
+
+    def __init__(
+        self,
+        instrument: str,
+        tick_size_fen: int,
+        lot_size: int,
+        min_quantity: int,
+        band_low_fen: int,
+        band_high_fen: int,
+        business_date: datetime.date,
+        state: BookState = "trading",
+        sequence: int = 0,
+    ) -> None:
+        if tick_size_fen <= 0 or lot_size <= 0 or min_quantity <= 0:
+            raise BookConfigError("tick size, lot size and minimum quantity must be positive")
+        if state not in BOOK_STATES:
+            raise BookConfigError(f"unknown book state {state!r}")
+        if sequence < 0:
+            raise BookConfigError("sequence must not be negative")
+        if not _band_ok(band_low_fen, band_high_fen, tick_size_fen):
+            raise BookConfigError("band must be 0 < low <= high, both on tick")
+        self.instrument = instrument
+        self._tick_size = tick_size_fen
+        self._lot_size = lot_size
+        self._min_quantity = min_quantity
+        self._band_low = band_low_fen
+        self._band_high = band_high_fen
+        self._business_date = business_date
+        self._state: str = state
+        #: Sequence number of the last event emitted.
+        self._seq = sequence
+        self._levels: dict[str, dict[int, PriceLevel]] = {BUY: {}, SELL: {}}
+        self._keys: dict[str, list[int]] = {BUY: [], SELL: []}
+        self._bid_levels = self._levels[BUY]
+        self._ask_levels = self._levels[SELL]
+        self._bid_keys = self._keys[BUY]
+        self._ask_keys = self._keys[SELL]
+        self._orders: dict[str, RestingOrder] = {}
+        self._final: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def sequence(self) -> int:
+        """Sequence number of the last event emitted (the initial one if none yet)."""
+        return self._seq
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def business_date(self) -> datetime.date:
+        return self._business_date
+
+    @property
+    def band(self) -> tuple[int, int]:
+        return self._band_low, self._band_high
+
+    @property
+    def tick_size_fen(self) -> int:
+        return self._tick_size
+
+    @property
+    def lot_size(self) -> int:
+        return self._lot_size
+
+    @property
+    def min_quantity(self) -> int:
+        return self._min_quantity
+
+    # ------------------------------------------------------------------ queries
+
+    def get_order(self, order_id: str) -> OrderView | None:
+        """The open order with this id, or None if unknown or final."""
+        order = self._orders.get(order_id)
+        return None if order is None else view_of(order)
+
+    def final_status(self, order_id: str) -> str | None:
+        """Final status of an order that became final in the current business day."""
+        return self._final.get(order_id)
+
+    def __len__(self) -> int:
+        """Number of open orders."""
+        return len(self._orders)
+
+    def __contains__(self, order_id: object) -> bool:
+        return order_id in self._orders
+
+    def open_orders(self) -> list[OrderView]:
+        """All open orders in priority order: bids best first, then asks best first."""
+        return [view_of(o) for o in self._iter_priority()]
+
+    def best_bid(self) -> int | None:
+        keys = self._keys[BUY]
+        return keys[-1] if keys else None
+
+    def best_ask(self) -> int | None:
+        keys = self._keys[SELL]
+        return -keys[-1] if keys else None
+
+    def depth(self, levels: int = 10) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Aggregated ``(price_fen, total_quantity)`` levels, best first: ``(bids, asks)``."""
+        out: list[list[tuple[int, int]]] = []
+        for side in (BUY, SELL):
+            book = self._levels[side]
+            keys = self._keys[side]
+            side_levels: list[tuple[int, int]] = []
+            for key in reversed(keys[-levels:] if levels > 0 else []):
+                level = book[key]
+                side_levels.append((level.price_fen, level.total))
+            out.append(side_levels)
+        return out[0], out[1]
+
+    def _iter_priority(self) -> Iterator[RestingOrder]:
+        for side in (BUY, SELL):
+            book = self._levels[side]
+            for key in reversed(self._keys[side]):
+                for order in book[key].queue:
+                    if order.remaining:
+                        yield order
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(
+        self,
+        order_id: str,
+        member_id: str,
+        side: Side,
+        price_fen: int,
+        quantity: int,
+        tif: TimeInForce,
+    ) -> list[Event]:
+        """Check, accept and match a limit order; rest its remainder if GTC/DAY."""
+        seq = self._seq + 1
+        if (
+            self._state != TRADING
+            or order_id in self._orders
+            or order_id in self._final
+            or side not in SIDES
+            or tif not in TIMES_IN_FORCE
+            or price_fen % self._tick_size
+            or not self._band_low <= price_fen <= self._band_high
+            # min_quantity >= 1, so this also refuses zero and negative quantities.
+            or quantity < self._min_quantity
+            or quantity % self._lot_size
+        ):
+            self._seq = seq
+            return [
+                _new(
+                    OrderRejected,
+                    (
+                        seq,
+                        order_id,
+                        member_id,
+                        self._reject_reason(order_id, side, price_fen, quantity, tif),
+                    ),
+                )
+            ]
+
+        events: list[Event] = [
+            _new(OrderAccepted, (seq, order_id, member_id, side, price_fen, quantity, tif))
+        ]
+        priority = seq
+        # Keys: price for bids, -price for asks; the best level has the largest key.
+        # A taker BUY crosses ask key k when -k <= limit, i.e. k >= -limit;
+        # a taker SELL crosses bid key k (= price) when k >= limit.
+        if side == BUY:
+            opp_levels = self._ask_levels
+            opp_keys = self._ask_keys
+            limit_key = -price_fen
+        else:
+            opp_levels = self._bid_levels
+            opp_keys = self._bid_keys
+            limit_key = price_fen
+
+        if tif == FOK and not _fok_fillable(opp_levels, opp_keys, limit_key, member_id, quantity):
+            seq += 1
+            events.append(_new(OrderCancelled, (seq, order_id, Reason.FOK_UNFILLED, 0, quantity)))
+            self._final[order_id] = CANCELLED
+            self._seq = seq
+            return events
+
+        remaining = quantity
+        self_trade = False
+        if opp_keys and opp_keys[-1] >= limit_key:
+            orders = self._orders
+            final = self._final
+            instrument = self.instrument
+            business_date = self._business_date
+            append = events.append
+            while remaining and opp_keys:
+                key = opp_keys[-1]
+                if key < limit_key:
+                    break
+                level = opp_levels[key]
+                queue = level.queue
+                level_price = level.price_fen
+                while remaining and level.live:
+                    maker = queue[0]
+                    maker_remaining = maker.remaining
+                    if not maker_remaining:
+                        queue.popleft()
+                        level.dead -= 1
+                        continue
+                    if maker.member_id == member_id:
+                        self_trade = True
+                        break
+                    fill = remaining if remaining < maker_remaining else maker_remaining
+                    remaining -= fill
+                    maker_remaining -= fill
+                    maker.remaining = maker_remaining
+                    level.total -= fill
+                    seq += 1
+                    maker_id = maker.order_id
+                    append(
+                        _new(
+                            Trade,
+                            (
+                                seq,
+                                f"{instrument}-{seq}",
+                                maker_id,
+                                order_id,
+                                maker.member_id,
+                                member_id,
+                                side,
+                                level_price,
+                                fill,
+                                business_date,
+                            ),
+                        )
+                    )
+                    seq += 1
+                    if maker_remaining:
+                        append(
+                            _new(
+                                OrderFilled,
+                                (
+                                    seq,
+                                    maker_id,
+                                    maker.quantity - maker_remaining,
+                                    maker_remaining,
+                                    PARTIALLY_FILLED,
+                                ),
+                            )
+                        )
+                    else:
+                        queue.popleft()
+                        level.live -= 1
+                        del orders[maker_id]
+                        final[maker_id] = FILLED
+                        append(_new(OrderFilled, (seq, maker_id, maker.quantity, 0, FILLED)))
+                if not level.live:
+                    del opp_levels[key]
+                    opp_keys.pop()
+                if self_trade:
+                    break
+            if remaining != quantity:
+                seq += 1
+                append(
+                    _new(
+                        OrderFilled,
+                        (
+                            seq,
+                            order_id,
+                            quantity - remaining,
+                            remaining,
+                            PARTIALLY_FILLED if remaining else FILLED,
+                        ),
+                    )
+                )
+
+        if not remaining:
+            self._final[order_id] = FILLED
+        elif self_trade or tif == IOC:
+            seq += 1
+            why = Reason.SELF_TRADE_PREVENTED if self_trade else Reason.IOC_REMAINDER
+            events.append(
+                _new(OrderCancelled, (seq, order_id, why, quantity - remaining, remaining))
+            )
+            self._final[order_id] = CANCELLED
+        else:
+            # Rest the remainder (inlined: this is the most frequent path).
+            order = RestingOrder(
+                order_id, member_id, side, price_fen, quantity, remaining, tif, priority
+            )
+            if side == BUY:
+                own_levels = self._bid_levels
+                key = price_fen
+            else:
+                own_levels = self._ask_levels
+                key = -price_fen
+            rest_level = own_levels.get(key)
+            if rest_level is None:
+                rest_level = own_levels[key] = PriceLevel(price_fen)
+                insort(self._bid_keys if side == BUY else self._ask_keys, key)
+            rest_level.queue.append(order)
+            rest_level.total += remaining
+            rest_level.live += 1
+            self._orders[order_id] = order
+            seq += 1
+            events.append(_new(OrderRested, (seq, order_id, side, price_fen, remaining)))
+        self._seq = seq
+        return events
+
+    def _reject_reason(
+        self, order_id: str, side: str, price_fen: int, quantity: int, tif: str
+    ) -> str:
+        """The first failed last-line check, in a fixed order (slow path)."""
+        if self._state != TRADING:
+            return Reason.INSTRUMENT_NOT_TRADING
+        if order_id in self._orders or order_id in self._final:
+            return Reason.DUPLICATE_ORDER_ID
+        if side not in SIDES:
+            return Reason.INVALID_SIDE
+        if tif not in TIMES_IN_FORCE:
+            return Reason.INVALID_TIME_IN_FORCE
+        if price_fen % self._tick_size:
+            return Reason.PRICE_OFF_TICK
+        if price_fen < self._band_low or price_fen > self._band_high:
+            return Reason.PRICE_OUT_OF_BAND
+        if quantity <= 0 or quantity % self._lot_size:
+            return Reason.QUANTITY_OFF_LOT
+        return Reason.BELOW_MIN_QUANTITY
+
+    def _rest(self, order: RestingOrder) -> None:
+        side = order.side
+        key = order.price_fen if side == BUY else -order.price_fen
+        book = self._levels[side]
+        level = book.get(key)
+        if level is None:
+            level = book[key] = PriceLevel(order.price_fen)
+            insort(self._keys[side], key)
+        level.queue.append(order)
+        level.total += order.remaining
+        level.live += 1
+        self._orders[order.order_id] = order
+
+    def _unlink(self, order: RestingOrder) -> None:
+        """Remove an open order from its level (lazily) and from the id index."""
+        side = order.side
+        key = order.price_fen if side == BUY else -order.price_fen
+        book = self._levels[side]
+        level = book[key]
+        level.total -= order.remaining
+        order.remaining = 0
+        level.live -= 1
+        if not level.live:
+            del book[key]
+            keys = self._keys[side]
+            del keys[bisect_left(keys, key)]
+        else:
+            level.dead += 1
+            if level.dead > _COMPACT_MIN_DEAD and level.dead > level.live:
+                level.compact()
+        del self._orders[order.order_id]
+
+    # ------------------------------------------------------------------ cancel / amend
+
+    def cancel(self, order_id: str) -> list[Event]:
+        """Cancel an open order (allowed while halted)."""
+        seq = self._seq + 1
+        self._seq = seq
+        order = self._orders.pop(order_id, None)
+        if order is None:
+            reason = Reason.ORDER_FINAL if order_id in self._final else Reason.ORDER_NOT_FOUND
+            return [CancelRejected(seq, order_id, reason)]
+        # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
+        remaining = order.remaining
+        order.remaining = 0
+        if order.side == BUY:
+            key = order.price_fen
+            book = self._bid_levels
+            keys = self._bid_keys
+        else:
+            key = -order.price_fen
+            book = self._ask_levels
+            keys = self._ask_keys
+        level = book[key]
+        level.total -= remaining
+        level.live -= 1
+        if level.live:
+            level.dead += 1
+            if level.dead > _COMPACT_MIN_DEAD and level.dead > level.live:
+                level.compact()
+        else:
+            del book[key]
+            del keys[bisect_left(keys, key)]
+        self._final[order_id] = CANCELLED
+        return [_new(OrderCancelled, (seq, order_id, _USER, order.quantity - remaining, remaining))]
+
+    def amend(self, order_id: str, new_quantity: int) -> list[Event]:
+        """Reduce an open order's total quantity, keeping its time priority.
+
+        The new total must be on lot, below the current total and above the filled part.
+        """
+        seq = self._seq + 1
+        self._seq = seq
+        order = self._orders.get(order_id)
+        if order is None:
+            reason = Reason.ORDER_FINAL if order_id in self._final else Reason.ORDER_NOT_FOUND
+            return [AmendRejected(seq, order_id, reason)]
+        if self._state != TRADING:
+            return [AmendRejected(seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
+        filled = order.quantity - order.remaining
+        if not filled < new_quantity < order.quantity or new_quantity % self._lot_size:
+            return [AmendRejected(seq, order_id, Reason.INVALID_AMEND)]
+        released = order.quantity - new_quantity
+        order.quantity = new_quantity
+        order.remaining -= released
+        key = order.price_fen if order.side == BUY else -order.price_fen
+        self._levels[order.side][key].total -= released
+        return [OrderAmended(seq, order_id, new_quantity, filled, order.remaining, released)]
+
+    # ------------------------------------------------------------------ book commands
+
+    def halt(self) -> list[Event]:
+        """Stop accepting orders and amends; resting orders stay and may be cancelled."""
+        return self._transition("halt", TRADING, HALTED)
+
+    def resume(self) -> list[Event]:
+        return self._transition("resume", HALTED, TRADING)
+
+    def delist(self) -> list[Event]:
+        """Cancel every resting order (reason ``DELISTED``); the book stays delisted."""
+        seq = self._seq + 1
+        if self._state == DELISTED:
+            self._seq = seq
+            return [CommandRejected(seq, "delist", Reason.INVALID_STATE_TRANSITION)]
+        events: list[Event] = [BookStateChanged(seq, self._state, DELISTED)]
+        self._state = DELISTED
+        for order in sorted(self._orders.values(), key=_by_priority):
+            seq += 1
+            events.append(
+                OrderCancelled(
+                    seq,
+                    order.order_id,
+                    Reason.DELISTED,
+                    order.quantity - order.remaining,
+                    order.remaining,
+                )
+            )
+            order.remaining = 0
+            self._final[order.order_id] = CANCELLED
+        self._orders.clear()
+        for side in (BUY, SELL):
+            self._levels[side].clear()
+            self._keys[side].clear()
+        self._seq = seq
+        return events
+
+    def _transition(self, command: str, source: str, target: str) -> list[Event]:
+        seq = self._seq + 1
+        self._seq = seq
+        if self._state != source:
+            return [CommandRejected(seq, command, Reason.INVALID_STATE_TRANSITION)]
+        self._state = target
+        return [BookStateChanged(seq, source, target)]
+
+    def roll_day(self, new_date: datetime.date) -> list[Event]:
+        """Advance the business date by exactly one day and expire DAY orders.
+
+        The ids of orders that became final during the closing day are forgotten.
+        """
+        seq = self._seq + 1
+        if new_date != self._business_date + datetime.timedelta(days=1):
+            self._seq = seq
+            return [CommandRejected(seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
+        events: list[Event] = [DayRolled(seq, self._business_date, new_date)]
+        self._business_date = new_date
+        self._final.clear()
+        expiring = sorted((o for o in self._orders.values() if o.tif == DAY), key=_by_priority)
+        for order in expiring:
+            seq += 1
+            events.append(
+                OrderExpired(seq, order.order_id, order.quantity - order.remaining, order.remaining)
+            )
+            self._unlink(order)
+            self._final[order.order_id] = EXPIRED
+        self._seq = seq
+        return events
+
+    def set_band(self, band_low_fen: int, band_high_fen: int) -> list[Event]:
+        """Change the inclusive price band for new orders; resting orders are untouched."""
+        seq = self._seq + 1
+        self._seq = seq
+        if not _band_ok(band_low_fen, band_high_fen, self._tick_size):
+            return [CommandRejected(seq, "set_band", Reason.INVALID_BAND)]
+        self._band_low = band_low_fen
+        self._band_high = band_high_fen
+        return [BandChanged(seq, band_low_fen, band_high_fen)]
+
+    # ------------------------------------------------------------------ snapshot
+
+    def snapshot(self) -> dict[str, Any]:
+        """The full state as JSON-serialisable plain data.
+
+        ``orders`` lists open orders in priority order (bids best first, then asks
+        best first) as ``[order_id, member_id, side, price_fen, quantity, remaining,
+        tif, priority]``; ``final`` lists ``[order_id, status]`` sorted by id.
+        """
+        return {
+            "version": SNAPSHOT_VERSION,
+            "instrument": self.instrument,
+            "tick_size_fen": self._tick_size,
+            "lot_size": self._lot_size,
+            "min_quantity": self._min_quantity,
+            "band_low_fen": self._band_low,
+            "band_high_fen": self._band_high,
+            "business_date": self._business_date.isoformat(),
+            "state": self._state,
+            "sequence": self._seq,
+            "orders": [
+                [
+                    o.order_id,
+                    o.member_id,
+                    o.side,
+                    o.price_fen,
+                    o.quantity,
+                    o.remaining,
+                    o.tif,
+                    o.priority,
+                ]
+                for o in self._iter_priority()
+            ],
+            "final": [[k, v] for k, v in sorted(self._final.items())],
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> OrderBook:
+        """Rebuild a book from ``snapshot()`` output (also after a JSON round trip)."""
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise BookConfigError(f"unsupported snapshot version {snapshot.get('version')!r}")
+        book = cls(
+            str(snapshot["instrument"]),
+            int(snapshot["tick_size_fen"]),
+            int(snapshot["lot_size"]),
+            int(snapshot["min_quantity"]),
+            int(snapshot["band_low_fen"]),
+            int(snapshot["band_high_fen"]),
+            datetime.date.fromisoformat(snapshot["business_date"]),
+            snapshot["state"],
+            int(snapshot["sequence"]),
+        )
+        for row in snapshot["orders"]:
+            order_id, member_id, side, price, quantity, remaining, tif, priority = row
+            if side not in SIDES or tif not in TIMES_IN_FORCE or not 0 < remaining <= quantity:
+                raise BookConfigError(f"invalid order in snapshot: {row!r}")
+            book._rest(
+                RestingOrder(
+                    str(order_id),
+                    str(member_id),
+                    side,
+                    int(price),
+                    int(quantity),
+                    int(remaining),
+                    tif,
+                    int(priority),
+                )
+            )
+        book._final = {str(k): str(v) for k, v in snapshot["final"]}
+        return book
+
+    def state_hash(self) -> str:
+        """SHA-256 hex digest of the canonical JSON of ``snapshot()``."""
+        canonical = json.dumps(
+            self.snapshot(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _fok_fillable(
+    levels: dict[int, PriceLevel],
+    keys: list[int],
+    limit_key: int,
+    member_id: str,
+    quantity: int,
+) -> bool:
+    """Whether ``quantity`` can be filled before the limit or an own resting order."""
+    need = quantity
+    for key in reversed(keys):
+        if key < limit_key:
+            return False
+        for order in levels[key].queue:
+            if not order.remaining:
+                continue
+            if order.member_id == member_id:
+                return False
+            need -= order.remaining
+            if need <= 0:
+                return True
+    return False
+
+
+def _by_priority(order: RestingOrder) -> int:
+    return order.priority
+
+
+def _band_ok(low: int, high: int, tick: int) -> bool:
+    return 0 < low <= high and low % tick == 0 and high % tick == 0
