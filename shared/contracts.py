@@ -134,7 +134,7 @@ class BookCommand(TypedDict):
     """custody or clearing -> a matching shard (routing key ``matching.shard.{k}``).
 
     ``list`` creates a book (tick_fen, lot, min_qty, band_low_fen, band_high_fen,
-    business_date, state); ``new`` carries order_id, member_id, side, price_fen, quantity,
+    reference_price_fen, business_date, state); ``new`` carries order_id, member_id, side, price_fen, quantity,
     tif; ``cancel`` order_id; ``amend`` order_id, quantity; ``set_band`` band_low_fen,
     band_high_fen; ``roll`` business_date (the new date) and applies to every book of
     the shard, with ``instrument`` empty.
@@ -153,6 +153,7 @@ class BookCommand(TypedDict):
     min_qty: NotRequired[int]
     band_low_fen: NotRequired[int]
     band_high_fen: NotRequired[int]
+    reference_price_fen: NotRequired[int]
     business_date: NotRequired[str]
     state: NotRequired[str]
 
@@ -166,4 +167,6 @@ class BookEvents(TypedDict):
     """
 
     instrument: str
+    #: When the engine applied the command (RFC 3339): the trades' execution time.
+    executed_at: str
     events: list[dict[str, Any]]

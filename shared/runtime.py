@@ -5,6 +5,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -29,6 +30,14 @@ class ConsumerSpec:
     max_batch: int = 200
 
 
+class Component(Protocol):
+    """Something a service runs beside its inbox consumers (an engine, a delivery loop)."""
+
+    async def start(self, runtime: "ServiceRuntime") -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Readiness:
     ready: bool
@@ -43,12 +52,14 @@ class ServiceRuntime:
         *,
         consumers: Sequence[ConsumerSpec] = (),
         queues: Sequence[QueueSpec] | None = None,
+        components: Sequence[Component] = (),
     ) -> None:
         self.name = name
         self.schema = check_identifier(name)
         self.settings = settings
         self.topology = Topology(settings.broker_prefix, settings.delivery_limit)
         self._consumer_specs = tuple(consumers)
+        self._components = tuple(components)
         # Every service declares every queue, so a message is routable as soon as any is up.
         declared = {
             q.name: q
@@ -101,9 +112,13 @@ class ServiceRuntime:
         ]
         for consumer in self._consumers:
             await consumer.start(self.broker)
+        for component in self._components:
+            await component.start(self)
         log.info("service started", extra={"port": settings.port_of(self.name)})
 
     async def stop(self) -> None:
+        for component in reversed(self._components):
+            await component.stop()
         for consumer in self._consumers:
             await consumer.stop()
         if self._relay is not None:

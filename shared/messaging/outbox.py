@@ -190,6 +190,7 @@ class OutboxRelay:
         return len(rows)
 
     async def _run(self) -> None:
+        await self._broker.wait_connected()
         backoff = 0.05
         while True:
             try:

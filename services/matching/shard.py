@@ -1,0 +1,242 @@
+"""One matching shard in a service process: durable, ordered, exactly once.
+
+Commands arrive on the shard's single-active-consumer queue. A batch of them is applied
+to the in-memory books and written, in one transaction, to the journal (input) and the
+outbox (output) before any is acknowledged. The journal's primary key (shard, seq) fences
+out a second writer, and its unique message id makes a redelivered command a no-op.
+
+Before each batch the worker compares the journal's head with its own: behind means
+another instance wrote (this one was a standby that just took over), so it replays the
+journal; ahead means its last batch failed to commit, so it rebuilds from a snapshot.
+Every replay checks that it reproduces, byte for byte, the events already in the outbox.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.matching import store
+from services.matching.engine import BookOutput, ShardEngine
+from shared.clock import rfc3339, utc_now
+from shared.contracts import BOOK_EVENTS, book_routing_key, book_stream
+from shared.faults import crash_point
+from shared.messaging.envelope import Envelope, EnvelopeError
+from shared.messaging.outbox import Draft
+from shared.messaging.topology import QueueSpec
+from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+class ReplayDiverged(RuntimeError):
+    """Replaying the journal gave other events than those already published."""
+
+
+def output_payload(output: BookOutput) -> dict[str, Any]:
+    return {
+        "instrument": output.instrument,
+        "executed_at": output.executed_at,
+        "events": output.events,
+    }
+
+
+class ShardWorker:
+    def __init__(
+        self, shard: int, queue: QueueSpec, *, snapshot_every: int = 5000, max_batch: int = 500
+    ) -> None:
+        self.shard = shard
+        self.queue = queue
+        self.engine = ShardEngine(shard)
+        self._snapshot_every = snapshot_every
+        self._max_batch = max_batch
+        self._lock = asyncio.Lock()
+        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._runtime: ServiceRuntime | None = None
+        self._stale = False
+        self._applied_since_snapshot = 0
+        self.last_active = 0.0
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        assert self._runtime is not None, "worker not started"
+        return self._runtime
+
+    async def start(self, runtime: ServiceRuntime) -> None:
+        self._runtime = runtime
+        started = time.perf_counter()
+        async with self._lock:
+            await self._rebuild()
+        log.info(
+            "shard recovered",
+            extra={
+                "shard": self.shard,
+                "head": self.engine.head,
+                "books": len(self.engine.books),
+                "resting_orders": sum(len(b) for b in self.engine.books.values()),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        self._task = asyncio.create_task(self._work(), name=f"shard-{self.shard}")
+        await runtime.broker.consume(self.queue, self._receive)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        async with self._lock:
+            if self._applied_since_snapshot and not self._stale:
+                try:
+                    await self._snapshot()
+                except Exception:
+                    log.warning("no snapshot at shutdown", exc_info=True)
+
+    # ------------------------------------------------------------------ recovery
+
+    async def _rebuild(self) -> None:
+        """Load the newest snapshot and replay the journal after it."""
+        async with self.runtime.session_factory() as session:
+            head = await store.journal_head(session, self.shard)
+            engine = await store.load_snapshot(session, self.shard, head)
+            await self._replay(session, engine, head)
+        self.engine = engine
+        self._stale = False
+
+    async def _replay(self, session: AsyncSession, engine: ShardEngine, upto: int) -> None:
+        produced: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        count = 0
+        async for entry in store.read_journal(session, self.shard, engine.head, upto):
+            for output in engine.apply(entry.seq, entry.command, entry.executed_at):
+                produced.setdefault(output.instrument, []).append(
+                    (engine.published[output.instrument], output_payload(output))
+                )
+            count += 1
+            if count % 5000 == 0:
+                await self._verify(session, produced)
+                produced = {}
+        await self._verify(session, produced)
+        if engine.head != upto:
+            raise ReplayDiverged(
+                f"shard {self.shard}: replay stopped at {engine.head}, journal at {upto}"
+            )
+
+    async def _verify(
+        self, session: AsyncSession, produced: dict[str, list[tuple[int, dict[str, Any]]]]
+    ) -> None:
+        for code, items in produced.items():
+            stored = await store.published_payloads(session, code, items[0][0] - 1, items[-1][0])
+            if stored != items:
+                raise ReplayDiverged(
+                    f"shard {self.shard}: replaying {code} gave other events than were published"
+                )
+
+    async def catch_up(self) -> None:
+        """Bring a standby's books up to the journal, for reads; writes nothing."""
+        async with self._lock, self.runtime.session_factory() as session:
+            await self._sync(session)
+
+    async def _sync(self, session: AsyncSession) -> None:
+        head = await store.journal_head(session, self.shard)
+        if self._stale or head < self.engine.head:
+            engine = await store.load_snapshot(session, self.shard, head)
+            await self._replay(session, engine, head)
+            self.engine = engine
+            self._stale = False
+        elif head > self.engine.head:
+            await self._replay(session, self.engine, head)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _receive(self, message: AbstractIncomingMessage) -> None:
+        await self._pending.put(message)
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < self._max_batch and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("shard loop error", extra={"shard": self.shard})
+
+    async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        items: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in batch:
+            try:
+                items.append((message, Envelope.decode(message.body)))
+            except EnvelopeError as exc:
+                log.error("undecodable book command dead-lettered", extra={"error": str(exc)})
+                await message.reject(requeue=False)
+        if not items:
+            return
+        async with self._lock:
+            try:
+                await self._apply([envelope for _, envelope in items])
+            except Exception:
+                self._stale = True  # memory may be ahead of what committed
+                log.exception("book commands not applied; they will be redelivered")
+                await asyncio.sleep(0.2)
+                for message, _ in items:
+                    await message.nack(requeue=True)
+                return
+            crash_point("matching_after_commit")
+            for message, _ in items:
+                await message.ack()
+            self.last_active = time.monotonic()
+            if self._applied_since_snapshot >= self._snapshot_every:
+                await self._snapshot()
+
+    async def _apply(self, envelopes: Sequence[Envelope]) -> None:
+        runtime = self.runtime
+        async with runtime.session_factory() as session, session.begin():
+            await self._sync(session)
+            known = await store.known_message_ids(session, [e.message_id for e in envelopes])
+            entries: list[store.JournalEntry] = []
+            drafts: dict[str, list[Draft]] = {}
+            engine = self.engine
+            for envelope in envelopes:
+                if envelope.message_id in known:
+                    continue
+                known.add(envelope.message_id)
+                seq = engine.head + 1
+                executed_at = rfc3339(utc_now())
+                outputs = engine.apply(seq, envelope.payload, executed_at)
+                if not outputs and envelope.payload.get("command") not in ("list", "roll"):
+                    log.error(
+                        "book command had no effect",
+                        extra={"shard": self.shard, "command": envelope.payload},
+                    )
+                entries.append(
+                    store.JournalEntry(seq, envelope.message_id, executed_at, envelope.payload)
+                )
+                for output in outputs:
+                    drafts.setdefault(output.instrument, []).append(
+                        Draft(
+                            BOOK_EVENTS, book_routing_key(output.instrument), output_payload(output)
+                        )
+                    )
+            if entries:
+                await store.append(session, self.shard, entries)
+            for code, book_drafts in drafts.items():
+                written = await runtime.outbox.add(session, book_drafts, stream=book_stream(code))
+                if written[-1].sequence != engine.published[code]:
+                    raise ReplayDiverged(
+                        f"outbox stream of {code} is at {written[-1].sequence}, "
+                        f"the book has published {engine.published[code]}"
+                    )
+            crash_point("matching_before_commit")
+        self._applied_since_snapshot += len(entries)
+
+    async def _snapshot(self) -> None:
+        async with self.runtime.session_factory() as session, session.begin():
+            await store.save_snapshot(session, self.engine)
+        self._applied_since_snapshot = 0

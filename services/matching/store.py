@@ -1,0 +1,128 @@
+"""The journal and snapshots of the matching shards, in PostgreSQL."""
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.matching.engine import ShardEngine
+from shared.contracts import book_stream
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    message_id: str
+    executed_at: str
+    command: dict[str, Any]
+
+
+_HEAD = text("SELECT coalesce(max(seq), 0) FROM matching.journal WHERE shard = :shard")
+_KNOWN = text("SELECT message_id::text FROM matching.journal WHERE message_id = ANY(:ids)")
+_APPEND = text(
+    "INSERT INTO matching.journal (shard, seq, message_id, executed_at, command) "
+    "VALUES (:shard, :seq, :message_id, :executed_at, :command)"
+)
+_READ = text(
+    "SELECT seq, message_id::text, executed_at, command FROM matching.journal "
+    "WHERE shard = :shard AND seq > :after AND seq <= :upto ORDER BY seq LIMIT :limit"
+)
+_LATEST_SNAPSHOT = text(
+    "SELECT head, books_hash, state FROM matching.snapshots "
+    "WHERE shard = :shard AND head <= :upto ORDER BY head DESC LIMIT 1"
+)
+_SAVE_SNAPSHOT = text(
+    "INSERT INTO matching.snapshots (shard, head, books_hash, state) "
+    "VALUES (:shard, :head, :books_hash, :state) ON CONFLICT DO NOTHING"
+)
+_PRUNE_SNAPSHOTS = text(
+    "DELETE FROM matching.snapshots WHERE shard = :shard AND head < ("
+    "  SELECT min(head) FROM (SELECT head FROM matching.snapshots WHERE shard = :shard"
+    "  ORDER BY head DESC LIMIT :keep) AS kept)"
+)
+_PUBLISHED = text(
+    "SELECT sequence, body FROM matching.outbox WHERE stream = :stream "
+    "AND sequence > :after AND sequence <= :upto ORDER BY sequence"
+)
+
+
+async def journal_head(session: AsyncSession, shard: int) -> int:
+    return int((await session.execute(_HEAD, {"shard": shard})).scalar_one())
+
+
+async def known_message_ids(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:
+    rows = await session.execute(_KNOWN, {"ids": list(message_ids)})
+    return {r[0] for r in rows}
+
+
+async def append(session: AsyncSession, shard: int, entries: Sequence[JournalEntry]) -> None:
+    await session.execute(
+        _APPEND,
+        [
+            {
+                "shard": shard,
+                "seq": e.seq,
+                "message_id": e.message_id,
+                "executed_at": e.executed_at,
+                "command": orjson.dumps(e.command),
+            }
+            for e in entries
+        ],
+    )
+
+
+async def read_journal(
+    session: AsyncSession, shard: int, after: int, upto: int, chunk: int = 5000
+) -> AsyncIterator[JournalEntry]:
+    while after < upto:
+        rows = (
+            await session.execute(
+                _READ, {"shard": shard, "after": after, "upto": upto, "limit": chunk}
+            )
+        ).all()
+        if not rows:
+            return
+        for seq, message_id, executed_at, command in rows:
+            yield JournalEntry(seq, message_id, executed_at, orjson.loads(command))
+        after = rows[-1][0]
+
+
+class SnapshotCorrupt(RuntimeError):
+    pass
+
+
+async def load_snapshot(session: AsyncSession, shard: int, upto: int) -> ShardEngine:
+    """The newest snapshot at or before `upto`, checked against its recorded hash."""
+    row = (await session.execute(_LATEST_SNAPSHOT, {"shard": shard, "upto": upto})).first()
+    if row is None:
+        return ShardEngine(shard)
+    head, books_hash, state = row
+    engine = ShardEngine.restore(orjson.loads(state))
+    if engine.head != head or engine.books_hash() != books_hash:
+        raise SnapshotCorrupt(f"snapshot of shard {shard} at {head} does not match its hash")
+    return engine
+
+
+async def save_snapshot(session: AsyncSession, engine: ShardEngine, keep: int = 3) -> None:
+    await session.execute(
+        _SAVE_SNAPSHOT,
+        {
+            "shard": engine.shard,
+            "head": engine.head,
+            "books_hash": engine.books_hash(),
+            "state": orjson.dumps(engine.snapshot()),
+        },
+    )
+    await session.execute(_PRUNE_SNAPSHOTS, {"shard": engine.shard, "keep": keep})
+
+
+async def published_payloads(
+    session: AsyncSession, instrument: str, after: int, upto: int
+) -> list[tuple[int, dict[str, Any]]]:
+    rows = await session.execute(
+        _PUBLISHED, {"stream": book_stream(instrument), "after": after, "upto": upto}
+    )
+    return [(seq, orjson.loads(body)["payload"]) for seq, body in rows]
