@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matching import store
@@ -31,6 +32,10 @@ from shared.messaging.topology import QueueSpec
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
+
+COMMANDS_APPLIED = Counter(
+    "exchange_matching_commands_total", "Book commands applied and committed", ["shard"]
+)
 
 
 class ReplayDiverged(RuntimeError):
@@ -235,6 +240,7 @@ class ShardWorker:
                     )
             crash_point("matching_before_commit")
         self._applied_since_snapshot += len(entries)
+        COMMANDS_APPLIED.labels(str(self.shard)).inc(len(entries))
 
     async def _snapshot(self) -> None:
         async with self.runtime.session_factory() as session, session.begin():

@@ -276,3 +276,76 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
                 assert depth["asks"] == [[f"{p // 100}.{p % 100:02d}", q] for p, q in asks]
     finally:
         await service.stop()
+
+
+async def commands_applied(service: ServiceProcess) -> int:
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{service.url}/metrics")).text
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in metrics.splitlines()
+        if line.startswith("exchange_matching_commands_total{")
+    )
+
+
+@pytest.mark.slow
+async def test_a_standby_instance_takes_over_when_the_active_one_dies(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    codes = [new_code(0), new_code(1)]
+    first = command_stream(codes, 600, seed=7)
+    second = command_stream(codes, 600, seed=8)[len(codes) :]  # same books, no relisting
+    active, standby = matching_process(), matching_process()
+    await active.start()
+    await standby.start()  # same queues: single active consumer keeps it waiting
+    try:
+        async with command_broker(broker_namespace) as broker:
+            await purge(broker_namespace, EVENTS_TAP)
+            batch_one = [command_envelope(c) for c in first]
+            await publish_all(broker, batch_one)
+            ids_one = [e.message_id for e in batch_one]
+
+            async def first_applied() -> bool:
+                return await journal_count(engine, ids_one) == len(ids_one)
+
+            await wait_until(first_applied, timeout=60, message="first half applied")
+            assert await commands_applied(active) == len(batch_one)
+            assert await commands_applied(standby) == 0
+            await active.kill()
+            batch_two = [command_envelope(c) for c in second]
+            await publish_all(broker, batch_two)
+        ids = ids_one + [e.message_id for e in batch_two]
+
+        async def all_applied() -> bool:
+            return await journal_count(engine, ids) == len(ids)
+
+        await wait_until(all_applied, timeout=60, message="the standby applied the rest")
+        assert await commands_applied(standby) == len(batch_two)
+        factory = make_session_factory(engine)
+        async with factory() as session:
+            for shard in range(SHARDS):
+                head = await store.journal_head(session, shard)
+                entries = [e async for e in store.read_journal(session, shard, 0, head)]
+                assert [e.seq for e in entries] == list(range(1, head + 1))
+                reference = ShardEngine(shard)
+                for entry in entries:
+                    reference.apply(entry.seq, entry.command, entry.executed_at)
+                for code in codes:
+                    if shard_of(code, SHARDS) != shard:
+                        continue
+                    bids, asks = reference.books[code].depth(1000)
+                    async with httpx.AsyncClient() as client:
+                        response = await client.get(
+                            f"{standby.url}/internal/books/{code}/depth", params={"levels": 1000}
+                        )
+                    depth = response.json()
+                    assert depth["sequence"] == reference.books[code].sequence
+                    assert [[p, q] for p, q in depth["bids"]] == [
+                        [f"{p // 100}.{p % 100:02d}", q] for p, q in bids
+                    ]
+                    assert [[p, q] for p, q in depth["asks"]] == [
+                        [f"{p // 100}.{p % 100:02d}", q] for p, q in asks
+                    ]
+    finally:
+        await active.stop()
+        await standby.stop()
