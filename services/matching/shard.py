@@ -174,10 +174,10 @@ class ShardWorker:
                 log.exception("shard loop error", extra={"shard": self.shard})
 
     async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
-        items: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        items: list[tuple[AbstractIncomingMessage, list[Envelope]]] = []
         for message in batch:
             try:
-                items.append((message, Envelope.decode(message.body)))
+                items.append((message, Envelope.decode_all(message.body, message.content_type)))
             except EnvelopeError as exc:
                 log.error("undecodable book command dead-lettered", extra={"error": str(exc)})
                 await message.reject(requeue=False)
@@ -185,7 +185,7 @@ class ShardWorker:
             return
         async with self._lock:
             try:
-                await self._apply([envelope for _, envelope in items])
+                await self._apply([envelope for _, envelopes in items for envelope in envelopes])
             except Exception:
                 self._stale = True  # memory may be ahead of what committed
                 log.exception("book commands not applied; they will be redelivered")

@@ -19,7 +19,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from shared.messaging.envelope import Envelope
+from shared.messaging.envelope import BUNDLE_CONTENT_TYPE, Envelope
 from shared.messaging.topology import QueueSpec, Topology
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class OutgoingMessage:
     producer: str
     stream: str
     sequence: int
+    content_type: str = "application/json"
 
     @classmethod
     def from_envelope(cls, routing_key: str, envelope: Envelope) -> "OutgoingMessage":
@@ -50,6 +51,43 @@ class OutgoingMessage:
             stream=envelope.stream,
             sequence=envelope.sequence,
         )
+
+
+def bundle(messages: Sequence[OutgoingMessage], max_size: int) -> list[OutgoingMessage]:
+    """Pack runs of consecutive messages with the same routing key into bundles.
+
+    Only consecutive messages are packed, so the order in which any queue receives them
+    is the order they were given in, whatever keys the queue is bound to.
+    """
+    out: list[OutgoingMessage] = []
+    run: list[OutgoingMessage] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            first = run[0]
+            out.append(
+                OutgoingMessage(
+                    routing_key=first.routing_key,
+                    body=b"[" + b",".join(m.body for m in run) + b"]",
+                    message_id=f"bundle:{first.message_id}",
+                    type="bundle",
+                    correlation_id=first.correlation_id,
+                    producer=first.producer,
+                    stream=first.stream,
+                    sequence=first.sequence,
+                    content_type=BUNDLE_CONTENT_TYPE,
+                )
+            )
+        run.clear()
+
+    for message in messages:
+        if run and (message.routing_key != run[0].routing_key or len(run) >= max_size):
+            flush()
+        run.append(message)
+    flush()
+    return out
 
 
 class BrokerNotReady(RuntimeError):
@@ -168,7 +206,7 @@ class Broker:
             exchange.publish(
                 aio_pika.Message(
                     body=m.body,
-                    content_type="application/json",
+                    content_type=m.content_type,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=m.message_id,
                     type=m.type,

@@ -8,6 +8,9 @@ import orjson
 
 from shared.clock import utc_now
 
+#: An AMQP message carrying several envelopes: a JSON array of them, in order.
+BUNDLE_CONTENT_TYPE = "application/vnd.exchange.bundle+json"
+
 
 class EnvelopeError(ValueError):
     """A message body that is not a valid envelope; it can never succeed, so it is dead-lettered."""
@@ -44,6 +47,23 @@ class Envelope:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}") from exc
+        return cls.from_raw(raw)
+
+    @classmethod
+    def decode_all(cls, body: bytes, content_type: str | None) -> list["Envelope"]:
+        """The envelopes of one AMQP message: one, or a bundle of several."""
+        if content_type != BUNDLE_CONTENT_TYPE:
+            return [cls.decode(body)]
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError(f"bundle is not JSON: {exc}") from exc
+        if not isinstance(raw, list) or not raw:
+            raise EnvelopeError("a bundle must be a non-empty JSON array")
+        return [cls.from_raw(item) for item in raw]
+
+    @classmethod
+    def from_raw(cls, raw: object) -> "Envelope":
         if not isinstance(raw, dict):
             raise EnvelopeError("envelope must be a JSON object")
         try:

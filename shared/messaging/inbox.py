@@ -31,6 +31,8 @@ from shared.metrics import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+#: One AMQP message and the envelopes it carried (one, or a bundle).
+Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +196,10 @@ class InboxConsumer:
                 log.exception("consumer loop error", extra={"consumer": self.name})
 
     async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
-        decoded: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        groups: list[Delivery] = []
         for message in batch:
             try:
-                decoded.append((message, Envelope.decode(message.body)))
+                groups.append((message, Envelope.decode_all(message.body, message.content_type)))
             except EnvelopeError as exc:
                 MESSAGES_REJECTED.labels(self.name).inc()
                 log.error(
@@ -209,50 +211,70 @@ class InboxConsumer:
                     },
                 )
                 await message.reject(requeue=False)
-        if not decoded:
+        if not groups:
             return
         try:
-            await self._apply(decoded)
+            await self._apply(groups)
+            return
         except Exception:
-            if len(decoded) == 1:
-                await self._fail(*decoded[0])
-                return
-            for item in decoded:
+            log.warning("batch failed; retrying its messages one by one", exc_info=True)
+        for message, envelopes in groups:
+            try:
+                await self._apply([(message, envelopes)])
+                continue
+            except Exception:
+                if len(envelopes) == 1:
+                    await self._fail(message)
+                    continue
+            # A bundle: keep what can be applied, return the rest to the queue.
+            failed = False
+            for envelope in envelopes:
                 try:
-                    await self._apply([item])
+                    await self._apply([(message, [envelope])], ack=False)
                 except Exception:
-                    await self._fail(*item)
+                    failed = True
+                    log.warning(
+                        "message in a bundle failed",
+                        exc_info=True,
+                        extra={"consumer": self.name, "message_id": envelope.message_id},
+                    )
+            if failed:
+                await self._fail(message)
+            else:
+                await message.ack()
 
-    async def _apply(self, items: Sequence[tuple[AbstractIncomingMessage, Envelope]]) -> None:
+    async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
-            for _, envelope in items:
-                token = correlation_id_var.set(envelope.correlation_id)
-                try:
-                    if await self.inbox.record(session, envelope):
-                        await self._handler(session, envelope)
-                        applied += 1
-                    else:
-                        duplicates += 1
-                finally:
-                    correlation_id_var.reset(token)
+            for _, envelopes in groups:
+                for envelope in envelopes:
+                    token = correlation_id_var.set(envelope.correlation_id)
+                    try:
+                        if await self.inbox.record(session, envelope):
+                            await self._handler(session, envelope)
+                            applied += 1
+                        else:
+                            duplicates += 1
+                    finally:
+                        correlation_id_var.reset(token)
         crash_point("consumer_after_commit")
-        for message, _ in items:
-            await message.ack()
+        if ack:
+            for message, _ in groups:
+                await message.ack()
         MESSAGES_CONSUMED.labels(self.name).inc(applied)
         if duplicates:
             MESSAGES_DUPLICATE.labels(self.name).inc(duplicates)
 
-    async def _fail(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+    async def _fail(self, message: AbstractIncomingMessage) -> None:
         MESSAGES_FAILED.labels(self.name).inc()
         raw_count = (message.headers or {}).get("x-delivery-count", 0)
         deliveries = raw_count if isinstance(raw_count, int) else 0
-        log.exception(
+        log.error(
             "message handler failed; returning it to the queue",
             extra={
                 "consumer": self.name,
-                "message_id": envelope.message_id,
-                "type": envelope.type,
+                "message_id": message.message_id,
+                "type": message.type,
                 "deliveries": deliveries + 1,
             },
         )

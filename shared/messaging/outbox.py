@@ -21,7 +21,7 @@ from shared.db import asyncpg_dsn, check_identifier
 from shared.faults import crash_point
 from shared.ids import uuid7
 from shared.logging import correlation_id_var
-from shared.messaging.broker import Broker, OutgoingMessage
+from shared.messaging.broker import Broker, OutgoingMessage, bundle
 from shared.messaging.envelope import Envelope
 from shared.metrics import OUTBOX_PUBLISHED, RELAY_ERRORS
 
@@ -119,6 +119,7 @@ class OutboxRelay:
         database_url: str,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
+        bundle_size: int = 200,
     ) -> None:
         self.schema = check_identifier(schema)
         self._engine = engine
@@ -126,6 +127,7 @@ class OutboxRelay:
         self._dsn = asyncpg_dsn(database_url)
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._bundle_size = bundle_size
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._select = text(
@@ -170,19 +172,22 @@ class OutboxRelay:
                 return 0
             crash_point("relay_before_publish")
             await self._broker.publish(
-                [
-                    OutgoingMessage(
-                        routing_key=row.routing_key,
-                        body=bytes(row.body),
-                        message_id=str(row.message_id),
-                        type=row.message_type,
-                        correlation_id=row.correlation_id,
-                        producer=self.schema,
-                        stream=row.stream,
-                        sequence=row.sequence,
-                    )
-                    for row in rows
-                ]
+                bundle(
+                    [
+                        OutgoingMessage(
+                            routing_key=row.routing_key,
+                            body=bytes(row.body),
+                            message_id=str(row.message_id),
+                            type=row.message_type,
+                            correlation_id=row.correlation_id,
+                            producer=self.schema,
+                            stream=row.stream,
+                            sequence=row.sequence,
+                        )
+                        for row in rows
+                    ],
+                    self._bundle_size,
+                )
             )
             crash_point("relay_after_publish")
             await conn.execute(self._mark, {"ids": [row.id for row in rows]})
