@@ -34,9 +34,10 @@ class Ours:
     name = "ours (services.matching)"
     notes = "full feature set: checks, STP, events + sequence"
 
-    def __init__(self) -> None:
-        from services.matching.domain import OrderBook, Trade
-
+    def __init__(self, module: Any = None) -> None:
+        if module is None:
+            import services.matching.domain as module
+        OrderBook, Trade = module.OrderBook, module.Trade
         self.book = OrderBook("BENCH", 1, 1, 1, 1, 10**9, datetime.date(2026, 3, 2), "trading", 0)
         self._submit = self.book.submit
         self._cancel = self.book.cancel
@@ -66,6 +67,43 @@ class Ours:
 
     def open_ok(self, live: list[int]) -> bool:
         return sorted(int(v.order_id[1:]) for v in self.book.open_orders()) == live
+
+
+class OursCompiled(Ours):
+    """The same source compiled with mypyc (bench/matching_book/build_mypyc.sh)."""
+
+    name = "ours, mypyc-compiled (not shipped)"
+    notes = "same code and features, compiled by build_mypyc.sh"
+
+    def __init__(self) -> None:
+        import importlib
+        import sys
+        from pathlib import Path
+
+        built = Path(__file__).resolve().parents[2] / ".bench" / "mypyc"
+        if not any(built.glob("matching_compiled/*.so")):
+            raise ImportError(f"not built: run bench/matching_book/build_mypyc.sh ({built})")
+        if str(built) not in sys.path:
+            sys.path.insert(0, str(built))
+        super().__init__(importlib.import_module("matching_compiled"))
+
+
+class Null:
+    """Does nothing: the cost of the harness itself (loop, dispatch, adapter call)."""
+
+    name = "null engine (harness floor)"
+    notes = "upper bound on any engine's ops/s in this harness"
+
+    def new(self, op: Op) -> None:
+        pass
+
+    cancel = take = new
+
+    def trades(self) -> list[ExpectedTrade]:
+        return []
+
+    def open_ok(self, live: list[int]) -> bool:
+        return True
 
 
 class Akhil:
@@ -213,7 +251,9 @@ class OrderlyChaos:
 
 
 FACTORIES: dict[str, Any] = {
+    "null": Null,
     "ours": Ours,
+    "ours-mypyc": OursCompiled,
     "akhil4n-orderbook": Akhil,
     "cython-orderbook": CythonOB,
     "pyorderbook": PyOrderBook,
