@@ -9,6 +9,7 @@ timed calls; turning records into the common format is done afterwards, untimed.
 from __future__ import annotations
 
 import datetime
+import importlib
 from typing import Any, Protocol
 
 from bench.matching_book.stream import Op
@@ -76,7 +77,6 @@ class OursCompiled(Ours):
     notes = "same code and features, compiled by build_mypyc.sh"
 
     def __init__(self) -> None:
-        import importlib
         import sys
         from pathlib import Path
 
@@ -114,12 +114,11 @@ class Akhil:
     notes = "no TIF/STP; aggressive orders sent as plain limit orders (fully filled)"
 
     def __init__(self, module: Any = None) -> None:
-        if module is None:
-            import orderbook as module
-        self.m = module
-        self.book = module.OrderBook()
-        self.bid = module.OrderSide.BID
-        self.ask = module.OrderSide.ASK
+        # Peers are imported by name: they are optional and ship no type information.
+        self.m = module if module is not None else importlib.import_module("orderbook")
+        self.book = self.m.OrderBook()
+        self.bid = self.m.OrderSide.BID
+        self.ask = self.m.OrderSide.ASK
         self.ids: dict[int, str] = {}
 
     def _order(self, op: Op) -> Any:
@@ -157,9 +156,7 @@ class CythonOB(Akhil):
     notes = "no TIF/STP; aggressive orders sent as plain limit orders (fully filled)"
 
     def __init__(self) -> None:
-        import cython_orderbook.orderbook as module
-
-        super().__init__(module)
+        super().__init__(importlib.import_module("cython_orderbook.orderbook"))
 
     def _order(self, op: Op) -> Any:
         return self.m.Order(self.bid if op[2] else self.ask, op[4], op[3])
@@ -175,7 +172,7 @@ class PyOrderBook:
     def __init__(self) -> None:
         import logging
 
-        import pyorderbook
+        pyorderbook = importlib.import_module("pyorderbook")
 
         # pyorderbook calls logging.basicConfig(INFO) on import; its hot path logs at
         # DEBUG, which is filtered. Keep it quiet for the bench output.
@@ -216,7 +213,7 @@ class OrderlyChaos:
     notes = "C++ via ctypes; no TIF/STP; aggressive orders as plain limit orders"
 
     def __init__(self, collect_trades: bool = True) -> None:
-        import orderly_chaos
+        orderly_chaos = importlib.import_module("orderly_chaos")
 
         self.collected: list[Any] = []
         self.book = orderly_chaos.LimitOrderBook(
