@@ -246,6 +246,9 @@ class OrderBook:
             or order_id in self._final
             or side not in SIDES
             or tif not in TIMES_IN_FORCE
+            # Exact ints only: a float or bool is refused, never rounded.
+            or type(price_fen) is not int
+            or type(quantity) is not int
             or price_fen % self._tick_size
             or not self._band_low <= price_fen <= self._band_high
             # min_quantity >= 1, so this also refuses zero and negative quantities.
@@ -436,11 +439,11 @@ class OrderBook:
             return Reason.INVALID_SIDE
         if tif not in TIMES_IN_FORCE:
             return Reason.INVALID_TIME_IN_FORCE
-        if price_fen % self._tick_size:
+        if type(price_fen) is not int or price_fen % self._tick_size:
             return Reason.PRICE_OFF_TICK
         if price_fen < self._band_low or price_fen > self._band_high:
             return Reason.PRICE_OUT_OF_BAND
-        if quantity <= 0 or quantity % self._lot_size:
+        if type(quantity) is not int or quantity <= 0 or quantity % self._lot_size:
             return Reason.QUANTITY_OFF_LOT
         return Reason.BELOW_MIN_QUANTITY
 
@@ -524,7 +527,11 @@ class OrderBook:
         if self._state != TRADING:
             return [AmendRejected(seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
         filled = order.quantity - order.remaining
-        if not filled < new_quantity < order.quantity or new_quantity % self._lot_size:
+        if (
+            type(new_quantity) is not int
+            or not filled < new_quantity < order.quantity
+            or new_quantity % self._lot_size
+        ):
             return [AmendRejected(seq, order_id, Reason.INVALID_AMEND)]
         released = order.quantity - new_quantity
         order.quantity = new_quantity
