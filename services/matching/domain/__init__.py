@@ -23,8 +23,9 @@ Events of one ``submit``, in order:
 ``roll_day`` gives ``DayRolled`` then one ``OrderExpired`` per DAY order; ``set_band``
 gives ``BandChanged``; a refused book command gives ``CommandRejected``.
 
-The ids of orders that became final are remembered until the next ``roll_day`` (for
-``DUPLICATE_ORDER_ID`` and ``ORDER_FINAL``); after a roll only open orders' ids are.
+The ids of orders that became final during a business day are remembered until the
+next ``roll_day`` (for ``DUPLICATE_ORDER_ID`` and ``ORDER_FINAL``); DAY orders that a
+roll expires count as final in the new day. Older ids are the service's to police.
 """
 
 from services.matching.domain.book import BookConfigError, OrderBook
