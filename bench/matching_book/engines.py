@@ -9,6 +9,7 @@ timed calls; turning records into the common format is done afterwards, untimed.
 from __future__ import annotations
 
 import datetime
+import importlib
 from typing import Any, Protocol
 
 from bench.matching_book.stream import Op
@@ -34,9 +35,10 @@ class Ours:
     name = "ours (services.matching)"
     notes = "full feature set: checks, STP, events + sequence"
 
-    def __init__(self) -> None:
-        from services.matching.domain import OrderBook, Trade
-
+    def __init__(self, module: Any = None) -> None:
+        if module is None:
+            import services.matching.domain as module
+        OrderBook, Trade = module.OrderBook, module.Trade
         self.book = OrderBook("BENCH", 1, 1, 1, 1, 10**9, datetime.date(2026, 3, 2), "trading", 0)
         self._submit = self.book.submit
         self._cancel = self.book.cancel
@@ -68,6 +70,42 @@ class Ours:
         return sorted(int(v.order_id[1:]) for v in self.book.open_orders()) == live
 
 
+class OursCompiled(Ours):
+    """The same source compiled with mypyc (bench/matching_book/build_mypyc.sh)."""
+
+    name = "ours, mypyc-compiled (not shipped)"
+    notes = "same code and features, compiled by build_mypyc.sh"
+
+    def __init__(self) -> None:
+        import sys
+        from pathlib import Path
+
+        built = Path(__file__).resolve().parents[2] / ".bench" / "mypyc"
+        if not any(built.glob("matching_compiled/*.so")):
+            raise ImportError(f"not built: run bench/matching_book/build_mypyc.sh ({built})")
+        if str(built) not in sys.path:
+            sys.path.insert(0, str(built))
+        super().__init__(importlib.import_module("matching_compiled"))
+
+
+class Null:
+    """Does nothing: the cost of the harness itself (loop, dispatch, adapter call)."""
+
+    name = "null engine (harness floor)"
+    notes = "upper bound on any engine's ops/s in this harness"
+
+    def new(self, op: Op) -> None:
+        pass
+
+    cancel = take = new
+
+    def trades(self) -> list[ExpectedTrade]:
+        return []
+
+    def open_ok(self, live: list[int]) -> bool:
+        return True
+
+
 class Akhil:
     """akhil4n-orderbook: pure Python, SortedDict of OrderedDict levels; assigns its
     own string ids (mapped here); keeps a trade log with datetime stamps."""
@@ -76,12 +114,11 @@ class Akhil:
     notes = "no TIF/STP; aggressive orders sent as plain limit orders (fully filled)"
 
     def __init__(self, module: Any = None) -> None:
-        if module is None:
-            import orderbook as module
-        self.m = module
-        self.book = module.OrderBook()
-        self.bid = module.OrderSide.BID
-        self.ask = module.OrderSide.ASK
+        # Peers are imported by name: they are optional and ship no type information.
+        self.m = module if module is not None else importlib.import_module("orderbook")
+        self.book = self.m.OrderBook()
+        self.bid = self.m.OrderSide.BID
+        self.ask = self.m.OrderSide.ASK
         self.ids: dict[int, str] = {}
 
     def _order(self, op: Op) -> Any:
@@ -119,9 +156,7 @@ class CythonOB(Akhil):
     notes = "no TIF/STP; aggressive orders sent as plain limit orders (fully filled)"
 
     def __init__(self) -> None:
-        import cython_orderbook.orderbook as module
-
-        super().__init__(module)
+        super().__init__(importlib.import_module("cython_orderbook.orderbook"))
 
     def _order(self, op: Op) -> Any:
         return self.m.Order(self.bid if op[2] else self.ask, op[4], op[3])
@@ -137,7 +172,7 @@ class PyOrderBook:
     def __init__(self) -> None:
         import logging
 
-        import pyorderbook
+        pyorderbook = importlib.import_module("pyorderbook")
 
         # pyorderbook calls logging.basicConfig(INFO) on import; its hot path logs at
         # DEBUG, which is filtered. Keep it quiet for the bench output.
@@ -178,7 +213,7 @@ class OrderlyChaos:
     notes = "C++ via ctypes; no TIF/STP; aggressive orders as plain limit orders"
 
     def __init__(self, collect_trades: bool = True) -> None:
-        import orderly_chaos
+        orderly_chaos = importlib.import_module("orderly_chaos")
 
         self.collected: list[Any] = []
         self.book = orderly_chaos.LimitOrderBook(
@@ -213,7 +248,9 @@ class OrderlyChaos:
 
 
 FACTORIES: dict[str, Any] = {
+    "null": Null,
     "ours": Ours,
+    "ours-mypyc": OursCompiled,
     "akhil4n-orderbook": Akhil,
     "cython-orderbook": CythonOB,
     "pyorderbook": PyOrderBook,

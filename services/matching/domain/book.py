@@ -50,6 +50,7 @@ from services.matching.domain.types import (
     EXPIRED,
     FILLED,
     FOK,
+    GTC,
     HALTED,
     IOC,
     PARTIALLY_FILLED,
@@ -68,6 +69,8 @@ SNAPSHOT_VERSION = 1
 #: Python-level ``__new__``: about half the cost, and events are the hot path.
 _new = tuple.__new__
 _USER = Reason.USER
+#: Times in force whose remainder rests in the book.
+_RESTING_TIFS = (GTC, DAY)
 #: A level compacts its queue when it holds more dead entries than this and than live ones.
 _COMPACT_MIN_DEAD = 16
 
@@ -243,6 +246,9 @@ class OrderBook:
             or order_id in self._final
             or side not in SIDES
             or tif not in TIMES_IN_FORCE
+            # Exact ints only: a float or bool is refused, never rounded.
+            or type(price_fen) is not int
+            or type(quantity) is not int
             or price_fen % self._tick_size
             or not self._band_low <= price_fen <= self._band_high
             # min_quantity >= 1, so this also refuses zero and negative quantities.
@@ -262,10 +268,7 @@ class OrderBook:
                 )
             ]
 
-        events: list[Event] = [
-            _new(OrderAccepted, (seq, order_id, member_id, side, price_fen, quantity, tif))
-        ]
-        priority = seq
+        accepted = _new(OrderAccepted, (seq, order_id, member_id, side, price_fen, quantity, tif))
         # Keys: price for bids, -price for asks; the best level has the largest key.
         # A taker BUY crosses ask key k when -k <= limit, i.e. k >= -limit;
         # a taker SELL crosses bid key k (= price) when k >= limit.
@@ -273,10 +276,33 @@ class OrderBook:
             opp_levels = self._ask_levels
             opp_keys = self._ask_keys
             limit_key = -price_fen
+            own_levels = self._bid_levels
+            own_key = price_fen
         else:
             opp_levels = self._bid_levels
             opp_keys = self._bid_keys
             limit_key = price_fen
+            own_levels = self._ask_levels
+            own_key = -price_fen
+
+        if tif in _RESTING_TIFS and (not opp_keys or opp_keys[-1] < limit_key):
+            # Fast path, the most frequent case: nothing to match, rest the whole order.
+            # (Same steps as the resting branch at the end of this method.)
+            order = RestingOrder(order_id, member_id, side, price_fen, quantity, quantity, tif, seq)
+            rest_level = own_levels.get(own_key)
+            if rest_level is None:
+                rest_level = own_levels[own_key] = PriceLevel(price_fen)
+                insort(self._bid_keys if side == BUY else self._ask_keys, own_key)
+            rest_level.queue.append(order)
+            rest_level.total += quantity
+            rest_level.live += 1
+            self._orders[order_id] = order
+            seq += 1
+            self._seq = seq
+            return [accepted, _new(OrderRested, (seq, order_id, side, price_fen, quantity))]
+
+        events: list[Event] = [accepted]
+        priority = seq
 
         if tif == FOK and not _fok_fillable(opp_levels, opp_keys, limit_key, member_id, quantity):
             seq += 1
@@ -384,20 +410,14 @@ class OrderBook:
             )
             self._final[order_id] = CANCELLED
         else:
-            # Rest the remainder (inlined: this is the most frequent path).
+            # Rest the remainder.
             order = RestingOrder(
                 order_id, member_id, side, price_fen, quantity, remaining, tif, priority
             )
-            if side == BUY:
-                own_levels = self._bid_levels
-                key = price_fen
-            else:
-                own_levels = self._ask_levels
-                key = -price_fen
-            rest_level = own_levels.get(key)
+            rest_level = own_levels.get(own_key)
             if rest_level is None:
-                rest_level = own_levels[key] = PriceLevel(price_fen)
-                insort(self._bid_keys if side == BUY else self._ask_keys, key)
+                rest_level = own_levels[own_key] = PriceLevel(price_fen)
+                insort(self._bid_keys if side == BUY else self._ask_keys, own_key)
             rest_level.queue.append(order)
             rest_level.total += remaining
             rest_level.live += 1
@@ -419,11 +439,11 @@ class OrderBook:
             return Reason.INVALID_SIDE
         if tif not in TIMES_IN_FORCE:
             return Reason.INVALID_TIME_IN_FORCE
-        if price_fen % self._tick_size:
+        if type(price_fen) is not int or price_fen % self._tick_size:
             return Reason.PRICE_OFF_TICK
         if price_fen < self._band_low or price_fen > self._band_high:
             return Reason.PRICE_OUT_OF_BAND
-        if quantity <= 0 or quantity % self._lot_size:
+        if type(quantity) is not int or quantity <= 0 or quantity % self._lot_size:
             return Reason.QUANTITY_OFF_LOT
         return Reason.BELOW_MIN_QUANTITY
 
@@ -507,7 +527,11 @@ class OrderBook:
         if self._state != TRADING:
             return [AmendRejected(seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
         filled = order.quantity - order.remaining
-        if not filled < new_quantity < order.quantity or new_quantity % self._lot_size:
+        if (
+            type(new_quantity) is not int
+            or not filled < new_quantity < order.quantity
+            or new_quantity % self._lot_size
+        ):
             return [AmendRejected(seq, order_id, Reason.INVALID_AMEND)]
         released = order.quantity - new_quantity
         order.quantity = new_quantity

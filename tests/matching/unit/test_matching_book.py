@@ -461,3 +461,18 @@ def test_events_are_typed_tuples() -> None:
     assert isinstance(accepted, OrderAccepted)
     assert isinstance(accepted, tuple)
     assert accepted._asdict()["order_id"] == "b1"
+
+
+def test_non_int_prices_and_quantities_are_refused_not_rounded() -> None:
+    book = make_book()
+    bad_price: object = 1000.0
+    bad_qty: object = True
+    events = book.submit("f1", "m1", "BUY", bad_price, 20, "GTC")  # type: ignore[arg-type]
+    assert events[0].reason == "PRICE_OFF_TICK"  # type: ignore[union-attr]
+    events = book.submit("f2", "m1", "BUY", 1000, 20.0, "GTC")  # type: ignore[arg-type]
+    assert events[0].reason == "QUANTITY_OFF_LOT"  # type: ignore[union-attr]
+    events = book.submit("f3", "m1", "BUY", 1000, bad_qty, "GTC")  # type: ignore[arg-type]
+    assert events[0].reason == "QUANTITY_OFF_LOT"  # type: ignore[union-attr]
+    book.submit("b1", "m1", "BUY", 1000, 40, "GTC")
+    assert book.amend("b1", 20.0)[0].reason == "INVALID_AMEND"  # type: ignore[arg-type, union-attr]
+    assert len(book) == 1

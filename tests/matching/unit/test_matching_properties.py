@@ -280,6 +280,14 @@ def test_day_roll_and_delist_end_states(stream: list[Command]) -> None:
         v.order_id for v in sorted(open_before, key=lambda v: v.priority) if v.tif == "DAY"
     ]
     assert all(v.tif != "DAY" for v in book.open_orders())
+    # Trades after the roll carry the new business date.
+    day2 = DATE + datetime.timedelta(days=1)
+    later: list[Event] = []
+    for n, raw in enumerate(stream):
+        later += run_book(book, resolve(raw, ids), f"d2-{n}")
+    assert all(e.business_date == day2 for e in later if isinstance(e, Trade))
+    if book.state == "halted":
+        book.resume()
     remaining = sorted(book.open_orders(), key=lambda v: v.priority)
     delisted = book.delist()
     assert [(e.order_id, e.reason) for e in delisted[1:]] == [  # type: ignore[union-attr]
@@ -287,5 +295,6 @@ def test_day_roll_and_delist_end_states(stream: list[Command]) -> None:
     ]
     assert book.open_orders() == []
     assert book.depth(10) == ([], [])
-    seqs = [e.seq for e in rolled + delisted]
+    seqs = [e.seq for e in rolled + later]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert delisted[0].seq == book.sequence - len(delisted) + 1
