@@ -131,8 +131,6 @@ def validate_instrument(body: InstrumentCreate) -> dict[str, Any]:
         check_yield(body.expected_yield)
     except ValueError as exc:
         raise _invalid(f"expected_yield: {exc}") from exc
-    if reference % tick:
-        raise _invalid("reference_price must be a whole number of ticks")
     if body.min_order_qty % body.lot_size:
         raise _invalid("min_order_qty must be a whole number of lots")
     if body.min_order_qty > body.issue_size:

@@ -78,7 +78,7 @@ async def _obligations(session: AsyncSession, business_date: date) -> dict[str, 
         ),
         {"d": business_date},
     )
-    return {row[0]: SettlementTrade(*row) for row in result.tuples()}
+    return {row[0]: SettlementTrade(*row) for row in result}
 
 
 async def apply_batch(
