@@ -75,7 +75,8 @@ def test_buy_reservation_is_exactly_the_rule_after_any_fills(
         qty = min(qty, remaining)
         price = max(1, limit - improvement)
         fill = apply_fill("BUY", limit, remaining, fees, held, price, qty)
-        assert fill.released >= 0 and fill.committed >= 0
+        assert fill.released >= 0
+        assert fill.committed >= 0
         assert fill.new_fees_charged_fen <= MAX_FEE_PER_ORDER_FEN
         remaining, fees, held = fill.new_remaining, fill.new_fees_charged_fen, fill.new_held
         committed_total += fill.committed
@@ -102,7 +103,8 @@ def test_price_band_is_inclusive_on_ticks_and_inside_the_exact_band(
     low, high = price_band(reference, pct, tick)
     share = Fraction(pct) / 100
     exact_low, exact_high = reference * (1 - share), reference * (1 + share)
-    assert low % tick == 0 and high % tick == 0
+    assert low % tick == 0
+    assert high % tick == 0
     assert exact_low <= low < exact_low + tick
     assert exact_high - tick < high <= exact_high
 

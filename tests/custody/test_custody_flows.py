@@ -77,13 +77,17 @@ async def test_member_onboarding_assigns_a_sub_account_and_refuses_a_repeat(
     assert created.status_code == 201
     member = created.json()
     assert member["member_id"].startswith("m_")
-    assert member["sub_account"].startswith("SUB") and member["sub_account"][3:].isdigit()
+    assert member["sub_account"].startswith("SUB")
+    assert member["sub_account"][3:].isdigit()
     again = await client.post("/internal/members", json=body)
-    assert again.status_code == 409 and again.json()["code"] == "MEMBER_EXISTS"
+    assert again.status_code == 409
+    assert again.json()["code"] == "MEMBER_EXISTS"
     mine = await client.get(f"/internal/members/{member['member_id']}?partner_id=p_on")
-    assert mine.status_code == 200 and mine.json() == member
+    assert mine.status_code == 200
+    assert mine.json() == member
     theirs = await client.get(f"/internal/members/{member['member_id']}?partner_id=p_other")
-    assert theirs.status_code == 404 and theirs.json()["code"] == "UNKNOWN_MEMBER"
+    assert theirs.status_code == 404
+    assert theirs.json()["code"] == "UNKNOWN_MEMBER"
     balances = await client.get(f"/internal/members/{member['member_id']}/balances")
     assert balances.json() == {
         "member_id": member["member_id"],
@@ -108,13 +112,16 @@ async def test_listing_puts_the_issue_with_the_issuer_and_tells_the_shard_and_ga
     created = await client.post("/internal/instruments", json=payload)
     assert created.status_code == 201, created.text
     instrument = created.json()
-    assert instrument["state"] == "trading" and instrument["holder_count"] == 0
-    assert instrument["price_band_low"] == "90.10" and instrument["price_band_high"] == "110.00"
+    assert instrument["state"] == "trading"
+    assert instrument["holder_count"] == 0
+    assert instrument["price_band_low"] == "90.10"
+    assert instrument["price_band_high"] == "110.00"
     assert (await client.post("/internal/instruments", json=payload)).json()["code"] == (
         "INSTRUMENT_EXISTS"
     )
     bad = await client.post("/internal/instruments", json={**payload, "code": "bad code"})
-    assert bad.status_code == 422 and bad.json()["code"] == "INVALID_INSTRUMENT"
+    assert bad.status_code == 422
+    assert bad.json()["code"] == "INVALID_INSTRUMENT"
     listed = await outbox(factory, "matching.shard.", code)
     assert listed == [
         {
@@ -152,7 +159,8 @@ async def test_an_order_reserves_fills_into_obligations_releases_and_settles(
     assert reason is None
     assert (await units(factory, seller, code))["held"] == 10
     forwarded = await outbox(factory, "matching.shard.", buy)
-    assert forwarded[0]["command"] == "new" and forwarded[0]["price_fen"] == 100_00
+    assert forwarded[0]["command"] == "new"
+    assert forwarded[0]["price_fen"] == 100_00
 
     # 4 units trade at the resting sell's 99.00: the buyer's price improvement comes back
     trade = trade_event(1, buy, sell, buyer, seller, 99_00, 4, day)
@@ -221,7 +229,8 @@ async def test_an_order_reserves_fills_into_obligations_releases_and_settles(
     }
     wrong = {**batch, "trades": [{**batch["trades"][0], "seller_fee_fen": 0}]}
     refused = await client.post("/internal/settlement-batches", json=wrong)
-    assert refused.status_code == 409 and refused.json()["code"] == "SETTLEMENT_MISMATCH"
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "SETTLEMENT_MISMATCH"
     assert refused.json()["different"] == [trade["trade_id"]]
     applied = await client.post("/internal/settlement-batches", json=batch)
     assert applied.status_code == 201, applied.text
@@ -229,7 +238,8 @@ async def test_an_order_reserves_fills_into_obligations_releases_and_settles(
     assert result["trade_count"] == 1
     assert result["totals"]["fee_total"] == "4.00"
     by_member = {m["member_id"]: m for m in result["members"]}
-    assert by_member[buyer]["net_cash"] == "-396.00" and by_member[buyer]["fees"] == "2.00"
+    assert by_member[buyer]["net_cash"] == "-396.00"
+    assert by_member[buyer]["fees"] == "2.00"
     assert by_member[seller]["net_after_fees"] == "394.00"
     assert by_member[buyer]["units"] == [{"instrument": code, "net_units": 4}]
     assert await cash_fen(factory, buyer) == {
@@ -250,7 +260,8 @@ async def test_an_order_reserves_fills_into_obligations_releases_and_settles(
     assert (await units(factory, seller, code))["settled"] == 96
 
     repeat = await client.post("/internal/settlement-batches", json=batch)
-    assert repeat.status_code == 200 and repeat.json() == result
+    assert repeat.status_code == 200
+    assert repeat.json() == result
     assert (await cash_fen(factory, buyer))["settled"] == 1602_00
     other_id = await client.post("/internal/settlement-batches", json={**batch, "batch_id": "x"})
     assert other_id.json()["code"] == "ALREADY_SETTLED"
@@ -371,11 +382,13 @@ async def test_deposits_credit_once_and_withdrawals_reserve_post_and_complete(
     too_much = await client.post(
         f"/internal/members/{member}/withdrawals", json={"amount": "500.01"}
     )
-    assert too_much.status_code == 422 and too_much.json()["code"] == "INSUFFICIENT_FUNDS"
+    assert too_much.status_code == 422
+    assert too_much.json()["code"] == "INSUFFICIENT_FUNDS"
     made = await client.post(f"/internal/members/{member}/withdrawals", json={"amount": "300.00"})
     assert made.status_code == 202
     withdrawal = made.json()
-    assert withdrawal["status"] == "pending" and withdrawal["amount"] == "300.00"
+    assert withdrawal["status"] == "pending"
+    assert withdrawal["amount"] == "300.00"
     assert (await cash_fen(factory, member))["available"] == 200_00
     hidden = await client.get(
         f"/internal/members/{member}/withdrawals/{withdrawal['withdrawal_id']}?partner_id=nope"
@@ -433,12 +446,14 @@ async def test_primary_allocation_respects_issue_size_and_holder_cap(
     a, b, c = [await new_member(factory, settings) for _ in range(3)]
     url = f"/internal/instruments/{code}/allocations"
     too_many = await client.post(url, json={"allocations": [{"member_id": a, "quantity": 101}]})
-    assert too_many.status_code == 422 and too_many.json()["code"] == "ALLOCATION_EXCEEDS_ISSUE"
+    assert too_many.status_code == 422
+    assert too_many.json()["code"] == "ALLOCATION_EXCEEDS_ISSUE"
     ok = await client.post(
         url,
         json={"allocations": [{"member_id": a, "quantity": 60}, {"member_id": b, "quantity": 40}]},
     )
-    assert ok.status_code == 201 and ok.json()["holder_count"] == 2
+    assert ok.status_code == 201
+    assert ok.json()["holder_count"] == 2
     capped = await client.post(url, json={"allocations": [{"member_id": c, "quantity": 1}]})
     assert capped.json()["code"] in ("HOLDER_LIMIT_REACHED", "ALLOCATION_EXCEEDS_ISSUE")
     holders = (await client.get(f"/internal/instruments/{code}/holders")).json()
