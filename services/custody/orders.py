@@ -32,26 +32,43 @@ class BookDivergence(RuntimeError):
     retried and then dead-lettered for staff rather than guessed at."""
 
 
-async def _potential_holders(session: AsyncSession, code: str, member_id: str) -> tuple[bool, int]:
-    """(member already holds or has an open buy, holders + members with an open buy)."""
-    row = (
+async def _holder_cap_allows(session: AsyncSession, product: Row[Any], member_id: str) -> bool:
+    """Whether a buy by this member keeps the product within its holder cap, counting
+    members with an open buy who do not hold yet as possible holders."""
+    mine = (
         await session.execute(
             text(
                 """
-                WITH possible AS (
-                    SELECT owner_id AS member_id FROM custody.accounts
-                    WHERE asset = :c AND owner_kind = 'member' AND (settled > 0 OR pending_in > 0)
-                    UNION
-                    SELECT member_id FROM custody.reservations
-                    WHERE instrument = :c AND side = 'BUY' AND status = 'open'
+                SELECT EXISTS (
+                    SELECT 1 FROM custody.accounts
+                    WHERE owner_kind = 'member' AND owner_id = :m AND asset = :c
+                      AND (settled > 0 OR pending_in > 0)
+                ) OR EXISTS (
+                    SELECT 1 FROM custody.reservations
+                    WHERE member_id = :m AND instrument = :c AND side = 'BUY' AND status = 'open'
                 )
-                SELECT count(*) AS n, bool_or(member_id = :m) AS mine FROM possible
                 """
             ),
-            {"c": code, "m": member_id},
+            {"c": product.code, "m": member_id},
         )
-    ).one()
-    return bool(row.mine), int(row.n)
+    ).scalar_one()
+    if mine:
+        return True
+    candidates = (
+        await session.execute(
+            text(
+                """
+                SELECT count(DISTINCT r.member_id) FROM custody.reservations r
+                LEFT JOIN custody.accounts a
+                  ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
+                WHERE r.instrument = :c AND r.side = 'BUY' AND r.status = 'open'
+                  AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
+                """
+            ),
+            {"c": product.code},
+        )
+    ).scalar_one()
+    return holder_cap_allows(False, product.holder_count + int(candidates), product.max_holders)
 
 
 async def submit(
@@ -90,10 +107,13 @@ async def submit(
     price, quantity = order["price_fen"], order["quantity"]
     if reason is None and (price <= 0 or quantity <= 0):
         reason = "INVALID_ORDER"
-    if reason is None and product is not None and side == "BUY":
-        mine, possible = await _potential_holders(session, code, order["member_id"])
-        if not holder_cap_allows(mine, possible, product.max_holders):
-            reason = "HOLDER_LIMIT_REACHED"
+    if (
+        reason is None
+        and product is not None
+        and side == "BUY"
+        and not await _holder_cap_allows(session, product, order["member_id"])
+    ):
+        reason = "HOLDER_LIMIT_REACHED"
     account: int | None = None
     held = 0
     if reason is None:
