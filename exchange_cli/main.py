@@ -8,6 +8,7 @@ from rich.console import Console
 from banksim.cli import app as bank_simulator_app
 from exchange_cli import infra
 from exchange_cli.supervisor import run_services
+from services.custody.cli import app as ledger_app
 from shared.config import CommonSettings
 from shared.migrations import ensure_database, upgrade_all
 
@@ -25,6 +26,7 @@ bank_app.add_typer(
     help="A stand-in custody bank for demos and tests: deposits, instruction files, statements.",
 )
 app.add_typer(bank_app, name="bank")
+app.add_typer(ledger_app, name="ledger")
 
 console = Console(highlight=False)
 

@@ -2,11 +2,17 @@
 
 from fastapi import FastAPI
 
+from services.custody.consumers import consumer_specs
+from services.custody.routes import router
+from services.custody.settings import CustodySettings
 from shared.app import create_service_app
-from shared.config import CommonSettings
 from shared.runtime import ServiceRuntime
 
 
-def create_app(settings: CommonSettings | None = None) -> FastAPI:
-    runtime = ServiceRuntime("custody", settings or CommonSettings())
-    return create_service_app(runtime, title="Custody")
+def create_runtime(settings: CustodySettings | None = None) -> ServiceRuntime:
+    settings = settings or CustodySettings()
+    return ServiceRuntime("custody", settings, consumers=consumer_specs(settings))
+
+
+def create_app(settings: CustodySettings | None = None) -> FastAPI:
+    return create_service_app(create_runtime(settings), title="Custody", routers=[router])

@@ -1,0 +1,74 @@
+"""Custody's message consumers: commands from the gateway and clearing, events from books.
+
+Each handler runs inside the inbox's transaction, so its effects and its outgoing messages
+commit together with the record that the message was applied (exactly once)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.custody import ledger, orders
+from services.custody.settings import CustodySettings
+from shared.contracts import (
+    BOOK_EVENTS,
+    BUSINESS_DATE_ROLLED,
+    INSTRUMENT_CONTROL,
+    ORDER_AMEND,
+    ORDER_CANCEL,
+    ORDER_SUBMIT,
+    OrderAmend,
+    OrderCancel,
+    OrderSubmit,
+    system_queues,
+)
+from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
+from shared.messaging.envelope import Envelope
+from shared.messaging.inbox import Handler
+from shared.runtime import ConsumerSpec
+
+log = logging.getLogger(__name__)
+
+
+def command_handler(
+    settings: CustodySettings, schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE
+) -> Handler:
+    shards = settings.matching_shards
+
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        payload: dict[str, Any] = envelope.payload
+        if envelope.type == ORDER_SUBMIT:
+            await orders.submit(session, cast(OrderSubmit, payload), shards, schedule)
+        elif envelope.type == ORDER_CANCEL:
+            await orders.cancel(session, cast(OrderCancel, payload), shards)
+        elif envelope.type == ORDER_AMEND:
+            await orders.amend(session, cast(OrderAmend, payload), shards)
+        elif envelope.type == INSTRUMENT_CONTROL:
+            await orders.control(session, payload["instrument"], payload["action"], shards)
+        elif envelope.type == BUSINESS_DATE_ROLLED:
+            await ledger.set_business_date(session, date.fromisoformat(payload["business_date"]))
+        else:
+            log.warning("ignoring an unknown command", extra={"type": envelope.type})
+
+    return handle
+
+
+def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.type != BOOK_EVENTS:
+            return  # book commands never reach this queue; anything else is not ours
+        payload = envelope.payload
+        await orders.apply_book_events(session, payload["instrument"], payload["events"], schedule)
+
+    return handle
+
+
+def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
+    queues = {q.name: q for q in system_queues(settings.matching_shards)}
+    return [
+        ConsumerSpec("commands", queues["custody.commands"], command_handler(settings)),
+        ConsumerSpec("book", queues["custody.book"], book_handler()),
+    ]

@@ -1,0 +1,1 @@
+"""Custody's pure rules: no I/O, no framework. Adapters (repository, services) use them."""

@@ -1,0 +1,56 @@
+"""What custody writes to its outbox: commands for the matching shards, rejections and
+instrument updates for the gateway. Always in the caller's transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.custody import views
+from services.custody.repository import get_product
+from shared.contracts import (
+    BOOK_COMMAND,
+    INSTRUMENT_UPDATED,
+    ORDER_REJECTED,
+    BookCommand,
+    OrderRejected,
+    shard_of,
+    shard_routing_key,
+)
+from shared.messaging.outbox import Draft, Outbox
+
+OUTBOX = Outbox("custody", producer="custody")
+
+
+def shard_stream(shard: int) -> str:
+    """Custody's commands to one shard form one gap-free stream."""
+    return f"custody:matching.shard.{shard}"
+
+
+async def to_shard(session: AsyncSession, command: BookCommand, shards: int) -> None:
+    shard = shard_of(command["instrument"], shards)
+    payload: dict[str, Any] = dict(command)
+    await OUTBOX.add(
+        session,
+        [Draft(BOOK_COMMAND, shard_routing_key(shard), payload)],
+        stream=shard_stream(shard),
+    )
+
+
+async def order_rejected(
+    session: AsyncSession, order_id: str, member_id: str, instrument: str, reason: str
+) -> None:
+    payload = OrderRejected(
+        order_id=order_id, member_id=member_id, instrument=instrument, reason=reason
+    )
+    await OUTBOX.add(session, [Draft(ORDER_REJECTED, ORDER_REJECTED, dict(payload))])
+
+
+async def instrument_updated(session: AsyncSession, codes: list[str]) -> None:
+    drafts = []
+    for code in sorted(set(codes)):
+        product = await get_product(session, code)
+        if product is not None:
+            drafts.append(Draft(INSTRUMENT_UPDATED, INSTRUMENT_UPDATED, views.instrument(product)))
+    await OUTBOX.add(session, drafts)

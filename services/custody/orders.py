@@ -1,0 +1,413 @@
+"""Orders through custody: pre-trade checks and reservations on the way to a book, and the
+book's events turned into settlement obligations and releases on the way back."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.custody import ledger, messages, registry, repository
+from services.custody.domain.eligibility import (
+    MemberFacts,
+    ProductFacts,
+    holder_cap_allows,
+    order_reject_reason,
+)
+from services.custody.domain.products import STATES
+from services.custody.domain.reservations import apply_fill, required_hold
+from services.custody.domain.settlement import Delta
+from shared.clock import utc_now
+from shared.contracts import BookCommand, OrderAmend, OrderCancel, OrderSubmit
+from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
+
+log = logging.getLogger(__name__)
+
+
+class BookDivergence(RuntimeError):
+    """A book event custody cannot apply (an order or trade it never saw): the message is
+    retried and then dead-lettered for staff rather than guessed at."""
+
+
+async def _holder_cap_allows(session: AsyncSession, product: Row[Any], member_id: str) -> bool:
+    """Whether a buy by this member keeps the product within its holder cap, counting
+    members with an open buy who do not hold yet as possible holders."""
+    mine = (
+        await session.execute(
+            text(
+                """
+                SELECT EXISTS (
+                    SELECT 1 FROM custody.accounts
+                    WHERE owner_kind = 'member' AND owner_id = :m AND asset = :c
+                      AND (settled > 0 OR pending_in > 0)
+                ) OR EXISTS (
+                    SELECT 1 FROM custody.reservations
+                    WHERE member_id = :m AND instrument = :c AND side = 'BUY' AND status = 'open'
+                )
+                """
+            ),
+            {"c": product.code, "m": member_id},
+        )
+    ).scalar_one()
+    if mine:
+        return True
+    candidates = (
+        await session.execute(
+            text(
+                """
+                SELECT count(DISTINCT r.member_id) FROM custody.reservations r
+                LEFT JOIN custody.accounts a
+                  ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
+                WHERE r.instrument = :c AND r.side = 'BUY' AND r.status = 'open'
+                  AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
+                """
+            ),
+            {"c": product.code},
+        )
+    ).scalar_one()
+    return holder_cap_allows(False, product.holder_count + int(candidates), product.max_holders)
+
+
+async def submit(
+    session: AsyncSession,
+    order: OrderSubmit,
+    shards: int,
+    schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
+) -> str | None:
+    """Check and reserve; forward to the shard or emit ``order.rejected``.
+
+    Returns the reject reason, or None when the order went on to its book.
+    """
+    order_id = order["order_id"]
+    seen = (
+        await session.execute(
+            text("SELECT 1 FROM custody.reservations WHERE order_id = :o"), {"o": order_id}
+        )
+    ).first()
+    if seen is not None:  # the same order submitted again under another message id
+        return None
+    code = order["instrument"]
+    side = order["side"]
+    member_row = await repository.get_member(session, order["member_id"])
+    # Lock the product: state, holder cap and reservations of one product are decided in turn.
+    product = await repository.get_product(session, code, for_update=True)
+    reason = order_reject_reason(
+        side,
+        order["partner_id"],
+        None
+        if member_row is None
+        else MemberFacts(member_row.partner_id, member_row.qualified, member_row.risk_tolerance),
+        None
+        if product is None
+        else ProductFacts(product.state, product.transferable, product.risk_level),
+    )
+    price, quantity = order["price_fen"], order["quantity"]
+    if reason is None and (price <= 0 or quantity <= 0):
+        reason = "INVALID_ORDER"
+    if (
+        reason is None
+        and product is not None
+        and side == "BUY"
+        and not await _holder_cap_allows(session, product, order["member_id"])
+    ):
+        reason = "HOLDER_LIMIT_REACHED"
+    account: int | None = None
+    held = 0
+    if reason is None:
+        asset = "CNY" if side == "BUY" else code
+        key = ("member", order["member_id"], asset)
+        account = (
+            await ledger.account_id(session, key)
+            if side == "BUY"
+            else await ledger.find_account(session, key)
+        )
+        held = required_hold(side, price, quantity, 0, schedule)
+        if account is None or not await ledger.try_hold(session, account, held):
+            reason = "INSUFFICIENT_FUNDS" if side == "BUY" else "INSUFFICIENT_UNITS"
+    if reason is not None:
+        await messages.order_rejected(session, order_id, order["member_id"], code, reason)
+        return reason
+    assert account is not None
+    await session.execute(
+        text(
+            """
+            INSERT INTO custody.reservations (order_id, member_id, instrument, side, price_fen,
+                quantity, remaining, fees_charged, held, account_id, status, created_at)
+            VALUES (:o, :m, :c, :side, :price, :q, :q, 0, :held, :account, 'open', :now)
+            """
+        ),
+        {
+            "o": order_id,
+            "m": order["member_id"],
+            "c": code,
+            "side": side,
+            "price": price,
+            "q": quantity,
+            "held": held,
+            "account": account,
+            "now": utc_now(),
+        },
+    )
+    await messages.to_shard(
+        session,
+        BookCommand(
+            command="new",
+            instrument=code,
+            order_id=order_id,
+            member_id=order["member_id"],
+            side=side,
+            price_fen=price,
+            quantity=quantity,
+            tif=order["time_in_force"],
+        ),
+        shards,
+    )
+    return None
+
+
+async def cancel(session: AsyncSession, command: OrderCancel, shards: int) -> None:
+    await messages.to_shard(
+        session,
+        BookCommand(
+            command="cancel", instrument=command["instrument"], order_id=command["order_id"]
+        ),
+        shards,
+    )
+
+
+async def amend(session: AsyncSession, command: OrderAmend, shards: int) -> None:
+    await messages.to_shard(
+        session,
+        BookCommand(
+            command="amend",
+            instrument=command["instrument"],
+            order_id=command["order_id"],
+            quantity=command["quantity"],
+        ),
+        shards,
+    )
+
+
+_CONTROL_STATE = {"halt": "halted", "resume": "trading", "delist": "delisted"}
+
+
+async def control(session: AsyncSession, code: str, action: str, shards: int) -> None:
+    """Halt, resume or delist: the registry's state now, and the book's in sequence."""
+    product = await repository.get_product(session, code, for_update=True)
+    if product is None or action not in _CONTROL_STATE:
+        log.warning("instrument control ignored", extra={"instrument": code, "action": action})
+        return
+    if product.state == "delisted":
+        return  # final
+    if await registry.set_state(session, code, _CONTROL_STATE[action]):
+        await messages.instrument_updated(session, [code])
+    await messages.to_shard(session, BookCommand(command=action, instrument=code), shards)  # type: ignore[typeddict-item]
+
+
+# --- the book's events -------------------------------------------------------------------
+
+
+async def _reservation(session: AsyncSession, order_id: str) -> Row[Any] | None:
+    return (
+        await session.execute(
+            text("SELECT * FROM custody.reservations WHERE order_id = :o FOR UPDATE"),
+            {"o": order_id},
+        )
+    ).first()
+
+
+async def _release(
+    session: AsyncSession, order_id: str, reason: str, *, close: bool
+) -> Row[Any] | None:
+    res = await _reservation(session, order_id)
+    if res is None or res.status != "open":
+        return res
+    if res.held:
+        await ledger.apply_deltas(session, {res.account_id: Delta(held=-res.held)})
+    await session.execute(
+        text(
+            """
+            UPDATE custody.reservations SET held = 0,
+                status = CASE WHEN :close THEN 'closed' ELSE status END,
+                close_reason = CASE WHEN :close THEN :reason ELSE close_reason END
+            WHERE order_id = :o
+            """
+        ),
+        {"o": order_id, "close": close, "reason": reason},
+    )
+    return res
+
+
+async def _trade(
+    session: AsyncSession, code: str, event: dict[str, Any], schedule: FeeSchedule
+) -> list[str]:
+    """Turn one trade into obligations; returns products whose holder count changed."""
+    if event["taker_side"] == "BUY":
+        buy_id, sell_id = event["taker_order_id"], event["maker_order_id"]
+    else:
+        buy_id, sell_id = event["maker_order_id"], event["taker_order_id"]
+    exists = (
+        await session.execute(
+            text("SELECT 1 FROM custody.trades WHERE trade_id = :t"), {"t": event["trade_id"]}
+        )
+    ).first()
+    if exists is not None:
+        return []
+    buy = await _reservation(session, buy_id)
+    sell = await _reservation(session, sell_id)
+    if buy is None or sell is None or buy.side != "BUY" or sell.side != "SELL":
+        raise BookDivergence(f"trade {event['trade_id']}: orders unknown to custody")
+    price, quantity = int(event["price_fen"]), int(event["quantity"])
+    amount = price * quantity
+    b = apply_fill(
+        "BUY", buy.price_fen, buy.remaining, buy.fees_charged, buy.held, price, quantity, schedule
+    )
+    s = apply_fill(
+        "SELL",
+        sell.price_fen,
+        sell.remaining,
+        sell.fees_charged,
+        sell.held,
+        price,
+        quantity,
+        schedule,
+    )
+    business_date = date.fromisoformat(event["business_date"])
+    settled_already = (
+        await session.execute(
+            text("SELECT 1 FROM custody.settlement_batches WHERE business_date = :d"),
+            {"d": business_date},
+        )
+    ).first()
+    if settled_already is not None:
+        raise BookDivergence(f"trade {event['trade_id']} is dated {business_date}, already settled")
+    ids = await ledger.ensure_accounts(
+        session,
+        [
+            ("member", buy.member_id, "CNY"),
+            ("member", sell.member_id, "CNY"),
+            ("member", buy.member_id, code),
+            ("member", sell.member_id, code),
+            ledger.FEE_ACCOUNT_KEY,
+        ],
+    )
+    deltas: dict[int, Delta] = {}
+
+    def add(account: int, **changes: int) -> None:
+        d = deltas.setdefault(account, Delta())
+        for name, value in changes.items():
+            setattr(d, name, getattr(d, name) + value)
+
+    add(buy.account_id, held=-(b.committed + b.released), pending_out=b.committed)
+    add(sell.account_id, held=-(s.committed + s.released), pending_out=s.committed)
+    add(ids[("member", sell.member_id, "CNY")], pending_in=amount - s.fee_fen)
+    add(ids[("member", buy.member_id, code)], pending_in=quantity)
+    if b.fee_fen + s.fee_fen:
+        add(ids[ledger.FEE_ACCOUNT_KEY], pending_in=b.fee_fen + s.fee_fen)
+    await ledger.lock_accounts(session, deltas)
+    await ledger.apply_deltas(session, deltas)
+    await session.execute(
+        text(
+            """
+            UPDATE custody.reservations r SET remaining = v.remaining, fees_charged = v.fees,
+                held = v.held
+            FROM (VALUES (CAST(:b AS text), CAST(:br AS bigint), CAST(:bf AS bigint), CAST(:bh AS bigint)),
+                         (:s, :sr, :sf, :sh)) AS v(order_id, remaining, fees, held)
+            WHERE r.order_id = v.order_id
+            """
+        ),
+        {
+            "b": buy_id,
+            "br": b.new_remaining,
+            "bf": b.new_fees_charged_fen,
+            "bh": b.new_held,
+            "s": sell_id,
+            "sr": s.new_remaining,
+            "sf": s.new_fees_charged_fen,
+            "sh": s.new_held,
+        },
+    )
+    await session.execute(
+        text(
+            """
+            INSERT INTO custody.trades (trade_id, instrument, business_date, price_fen, quantity,
+                buyer_member_id, seller_member_id, buyer_order_id, seller_order_id,
+                buyer_fee_fen, seller_fee_fen, created_at)
+            VALUES (:t, :c, :d, :p, :q, :bm, :sm, :bo, :so, :bf, :sf, :now)
+            """
+        ),
+        {
+            "t": event["trade_id"],
+            "c": code,
+            "d": business_date,
+            "p": price,
+            "q": quantity,
+            "bm": buy.member_id,
+            "sm": sell.member_id,
+            "bo": buy_id,
+            "so": sell_id,
+            "bf": b.fee_fen,
+            "sf": s.fee_fen,
+            "now": utc_now(),
+        },
+    )
+    return await ledger.refresh_holder_counts(session, [code])
+
+
+async def _amended(session: AsyncSession, event: dict[str, Any], schedule: FeeSchedule) -> None:
+    res = await _reservation(session, event["order_id"])
+    if res is None or res.status != "open":
+        return
+    remaining = int(event["remaining_quantity"])
+    new_held = required_hold(res.side, res.price_fen, remaining, res.fees_charged, schedule)
+    release = res.held - new_held
+    if release < 0:
+        raise BookDivergence(f"amend of {res.order_id} would need more than is reserved")
+    if release:
+        await ledger.apply_deltas(session, {res.account_id: Delta(held=-release)})
+    await session.execute(
+        text("UPDATE custody.reservations SET remaining = :r, held = :h WHERE order_id = :o"),
+        {"r": remaining, "h": new_held, "o": res.order_id},
+    )
+
+
+async def apply_book_events(
+    session: AsyncSession,
+    instrument: str,
+    events: list[dict[str, Any]],
+    schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
+) -> None:
+    changed: list[str] = []
+    for event in events:
+        kind = event.get("type")
+        if kind == "Trade":
+            changed += await _trade(session, instrument, event, schedule)
+        elif kind == "OrderFilled":
+            if (
+                event.get("status", "").upper() == "FILLED"
+                or int(event.get("remaining_quantity", 1)) == 0
+            ):
+                await _release(session, event["order_id"], "FILLED", close=True)
+        elif kind == "OrderCancelled":
+            await _release(
+                session, event["order_id"], str(event.get("reason", "CANCELLED")), close=True
+            )
+        elif kind == "OrderExpired":
+            await _release(session, event["order_id"], "EXPIRED", close=True)
+        elif kind == "OrderRejected":
+            res = await _release(session, event["order_id"], str(event.get("reason")), close=True)
+            if res is not None and res.status == "open":
+                await messages.order_rejected(
+                    session, res.order_id, res.member_id, instrument, str(event.get("reason"))
+                )
+        elif kind == "OrderAmended":
+            await _amended(session, event, schedule)
+        elif kind == "BookStateChanged":
+            state = str(event["state"]).lower()
+            if state in STATES and await registry.set_state(session, instrument, state):
+                changed.append(instrument)
+    if changed:
+        await messages.instrument_updated(session, changed)
