@@ -4,7 +4,6 @@ namespace of this run's own, both removed at the end."""
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
-import aio_pika
 import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import asyncpg_dsn, make_engine
 from shared.migrations import ensure_database, upgrade_all
 from tests.support import env
+from tests.support.broker_admin import delete_broker_namespace
 
 
 @pytest.fixture(scope="session")
@@ -43,27 +43,3 @@ async def broker_namespace() -> AsyncIterator[str]:
     """This run's broker prefix; every queue and exchange under it is deleted at the end."""
     yield env.BROKER_PREFIX
     await delete_broker_namespace(env.BROKER_PREFIX)
-
-
-async def delete_broker_namespace(prefix: str) -> None:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "rabbitmqctl",
-            "list_queues",
-            "name",
-            "--quiet",
-            "--no-table-headers",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    except FileNotFoundError:  # a remote broker: nothing to list, leave the queues
-        return
-    out, _ = await proc.communicate()
-    names = [n for n in out.decode().split() if n.startswith(f"{prefix}.")]
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
-        for exchange in (f"{prefix}.events", f"{prefix}.dlx"):
-            await channel.exchange_delete(exchange)

@@ -42,10 +42,14 @@ def port_open(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(database_url: str) -> None:
+def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(
+    database_url: str, broker_namespace: str
+) -> None:
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     run_env = env.service_env(
-        **{f"EXCHANGE_{name.upper()}_PORT": str(port) for name, port in ports.items()}
+        # A namespace of its own: messages other tests left behind must not reach this system.
+        EXCHANGE_BROKER_PREFIX=f"{env.BROKER_PREFIX}.run",
+        **{f"EXCHANGE_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     )
     for attempt in (1, 2):  # the second start reuses the same database
         log = Path(tempfile.gettempdir()) / f"make-run-{env.RUN_TAG}-{attempt}.log"

@@ -32,6 +32,7 @@ from shared.messaging.broker import Broker, OutgoingMessage, bundle
 from shared.messaging.envelope import Envelope
 from shared.messaging.topology import QueueSpec, Topology
 from shared.migrations import upgrade_all
+from tests.support.broker_admin import delete_broker_namespace
 
 console = Console()
 BASE_URL = os.environ.get(
@@ -361,6 +362,7 @@ async def main(args: argparse.Namespace) -> None:
         await db.close()
         await amqp.close()
         await broker.close()
+        await delete_broker_namespace(prefix)
     report(results, args)
 
 
