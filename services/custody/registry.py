@@ -219,6 +219,7 @@ async def create_instrument(
         min_qty=columns["min_order_qty"],
         band_low_fen=columns["band_low_fen"],
         band_high_fen=columns["band_high_fen"],
+        reference_price_fen=columns["reference_price_fen"],
         business_date=business_date.isoformat(),
         state="trading",
     )
