@@ -132,6 +132,7 @@ async def test_listing_puts_the_issue_with_the_issuer_and_tells_the_shard_and_ga
             "min_qty": 1,
             "band_low_fen": 90_10,
             "band_high_fen": 110_00,
+            "reference_price_fen": 100_05,
             "business_date": listed[0]["business_date"],
             "state": "trading",
         }
