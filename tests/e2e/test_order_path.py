@@ -1,0 +1,200 @@
+"""An order's path across real services: custody reserves, matching matches, custody turns
+the fill into settlement obligations and releases what is no longer needed."""
+
+import asyncio
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.contracts import ORDER_CANCEL, ORDER_SUBMIT
+from shared.ids import new_id, uuid7
+from shared.messaging.broker import Broker, OutgoingMessage
+from shared.messaging.envelope import Envelope
+from shared.messaging.topology import Topology
+from tests.support import env
+from tests.support.services import ServiceProcess
+from tests.support.wait import wait_until
+
+PARTNER = "p_e2e"
+
+
+@pytest.fixture
+async def system(
+    database_url: str, broker_namespace: str
+) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess, Broker]]:
+    prefix = f"{broker_namespace}.e2e{secrets.token_hex(2)}"
+    matching = ServiceProcess("matching", EXCHANGE_BROKER_PREFIX=prefix)
+    custody = ServiceProcess(
+        "custody", EXCHANGE_BROKER_PREFIX=prefix, EXCHANGE_MATCHING_PORT=str(matching.port)
+    )
+    await asyncio.gather(matching.start(), custody.start())
+    broker = Broker(env.AMQP_URL, Topology(prefix), connection_name="e2e-gateway", prefetch=10)
+    broker.start()
+    await broker.wait_connected(20)
+    try:
+        yield custody, matching, broker
+    finally:
+        await broker.close()
+        await asyncio.gather(custody.stop(), matching.stop())
+
+
+def instrument(code: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "name": "Receivable income right",
+        "issuer": "Issuer Ltd",
+        "product_type": "income_right_transfer",
+        "face_value": "100.00",
+        "issue_size": 10_000,
+        "expected_yield": "0.065",
+        "term_days": 365,
+        "maturity_date": "2030-01-01",
+        "risk_level": "R3",
+        "tick_size": "0.01",
+        "lot_size": 1,
+        "min_order_qty": 1,
+        "min_order_value": "0.00",
+        "price_band_pct": "10",
+        "reference_price": "100.00",
+        "max_holders": 200,
+        "transferable": True,
+        "disclosure": {"underlying": "receivables"},
+    }
+
+
+async def gateway_sends(broker: Broker, routing_key: str, payload: dict[str, Any]) -> None:
+    envelope = Envelope(str(uuid7()), routing_key, "gateway", "gateway", 1, payload)
+    await broker.publish([OutgoingMessage.from_envelope(routing_key, envelope)])
+
+
+async def new_member(client: httpx.AsyncClient) -> str:
+    response = await client.post(
+        "/internal/members",
+        json={
+            "partner_id": PARTNER,
+            "external_ref": new_id("x"),
+            "name": "Investor",
+            "kind": "individual",
+            "qualified": True,
+            "risk_tolerance": "C4",
+        },
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["member_id"])
+
+
+async def test_orders_reserve_match_settle_pending_and_cancel_releases(
+    system: tuple[ServiceProcess, ServiceProcess, Broker],
+) -> None:
+    custody, matching, broker = system
+    code = f"E{secrets.token_hex(4).upper()}"
+    async with httpx.AsyncClient(base_url=custody.url, timeout=10) as client:
+        assert (
+            await client.post("/internal/instruments", json=instrument(code))
+        ).status_code == 201
+        seller, buyer = await new_member(client), await new_member(client)
+        allocated = await client.post(
+            f"/internal/instruments/{code}/allocations",
+            json={"allocations": [{"member_id": seller, "quantity": 100}]},
+        )
+        assert allocated.status_code == 201, allocated.text
+        deposited = await client.post(
+            "/internal/deposits",
+            json={"member_id": buyer, "amount": "10000.00", "bank_reference": new_id("bk")},
+        )
+        assert deposited.status_code == 201, deposited.text
+
+        order = {"partner_id": PARTNER, "instrument": code, "time_in_force": "GTC"}
+        await gateway_sends(
+            broker,
+            ORDER_SUBMIT,
+            {
+                **order,
+                "order_id": "o-sell",
+                "client_order_id": "c1",
+                "member_id": seller,
+                "side": "SELL",
+                "price_fen": 100_50,
+                "quantity": 10,
+            },
+        )
+        await gateway_sends(
+            broker,
+            ORDER_SUBMIT,
+            {
+                **order,
+                "order_id": "o-buy",
+                "client_order_id": "c2",
+                "member_id": buyer,
+                "side": "BUY",
+                "price_fen": 101_00,
+                "quantity": 4,
+            },
+        )
+
+        async def balances(member: str) -> dict[str, Any]:
+            response = await client.get(
+                f"/internal/members/{member}/balances", params={"partner_id": PARTNER}
+            )
+            return dict(response.json())
+
+        def units(body: dict[str, Any]) -> dict[str, Any]:
+            return next((h for h in body["holdings"] if h["instrument"] == code), {})
+
+        async def buyer_filled() -> bool:
+            return (await balances(buyer))["cash"]["pending_out"] != "0.00"
+
+        await wait_until(buyer_filled, timeout=30, message="the buy filled")
+        # 4 units at the maker's 100.50 = 402.00; below 50,000.00 each side pays 2.00.
+        cash = (await balances(buyer))["cash"]
+        assert cash == {
+            "settled": "10000.00",
+            "held": "0.00",
+            "pending_in": "0.00",
+            "pending_out": "404.00",
+            "available": "9596.00",
+        }
+        assert units(await balances(buyer))["pending_in"] == 4
+        seller_body = await balances(seller)
+        assert seller_body["cash"]["pending_in"] == "400.00"
+        assert {
+            k: units(seller_body)[k] for k in ("settled", "held", "pending_out", "available")
+        } == {
+            "settled": 100,
+            "held": 6,
+            "pending_out": 4,
+            "available": 90,
+        }
+        async with httpx.AsyncClient(base_url=matching.url) as market:
+            depth = (await market.get(f"/internal/books/{code}/depth")).json()
+            assert depth["asks"] == [["100.50", 6]]
+            ticker = (await market.get(f"/internal/books/{code}/ticker")).json()
+            assert (ticker["last"], ticker["volume"], ticker["reference_price"]) == (
+                "100.50",
+                4,
+                "100.00",
+            )
+
+        await gateway_sends(
+            broker, ORDER_CANCEL, {"order_id": "o-sell", "member_id": seller, "instrument": code}
+        )
+
+        async def released() -> bool:
+            return units(await balances(seller))["held"] == 0
+
+        await wait_until(released, timeout=30, message="the cancel released the units")
+        assert units(await balances(seller))["available"] == 96
+    verify = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "exchange_cli.main", "ledger", "verify"],
+        env=env.service_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
