@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TYPED := shared services exchange_cli banksim
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench bench-peers clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +35,16 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Benchmarks (not part of `make test`); figures and commands are in docs/benchmarks.md.
+bench-peers: install
+	$(UV) pip install --python $(BIN)/python -r bench/matching_book/requirements.txt
+
+bench: bench-peers
+	$(BIN)/exchange infra ensure
+	$(BIN)/python -m bench.matching_book.run
+	$(BIN)/python -m bench.matching_service.run
+	$(BIN)/python bench/custody/bench_custody.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -237,6 +237,7 @@ async def offered_load(
                     if started is not None:
                         latencies.append(now - started)
 
+    await queue.purge()  # events of earlier phases must not count as this phase's latency
     tag = await queue.consume(on_message, no_ack=True)
     total = int(rate * seconds)
     tick = 0.01
