@@ -12,10 +12,11 @@ from pathlib import Path
 import aio_pika
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.db import make_session_factory
 from shared.ids import uuid7
+from shared.logging import correlation_id_var
 from shared.messaging.broker import Broker, OutgoingMessage
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import Inbox, InboxConsumer
@@ -314,3 +315,40 @@ async def test_inbox_reports_a_gap_until_the_missing_message_arrives(
 def test_crash_points_are_inert_unless_named() -> None:
     # The harness relies on this variable; the test process itself must never crash.
     assert os.environ.get("EXCHANGE_CRASH_AT") is None
+
+
+async def test_the_correlation_id_travels_from_the_producer_to_the_consumer(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    seen: list[str | None] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        seen.append(correlation_id_var.get())
+        await record_effect(session, envelope)
+
+    token = correlation_id_var.set("req-7f3a")
+    try:
+        envelopes = await write_outbox(msg_engine, 1)
+    finally:
+        correlation_id_var.reset(token)
+    assert envelopes[0].correlation_id == "req-7f3a"
+    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
+    assert await relay.publish_batch() == 1
+    consumer = InboxConsumer(
+        name="correlation",
+        queue=QUEUE,
+        schema=SCHEMA,
+        session_factory=make_session_factory(msg_engine),
+        handler=handler,
+    )
+    await consumer.start(broker)
+    try:
+
+        async def handled() -> bool:
+            return bool(seen)
+
+        await wait_until(handled, message="message handled")
+    finally:
+        await consumer.stop()
+    assert seen == ["req-7f3a"]
+    assert correlation_id_var.get() is None

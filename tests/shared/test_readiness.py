@@ -111,8 +111,11 @@ async def test_not_ready_while_database_or_broker_is_cut_then_recovers(
                 lambda: status_is(200), timeout=30, message="ready after broker returns"
             )
 
-            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+            health = await client.get(
+                f"http://127.0.0.1:{port}/healthz", headers={"X-Correlation-Id": "req-abc"}
+            )
             assert health.status_code == 200
+            assert health.headers["X-Correlation-Id"] == "req-abc"
             metrics = await client.get(f"http://127.0.0.1:{port}/metrics")
             assert 'exchange_ready{service="custody"} 1.0' in metrics.text
     finally:
