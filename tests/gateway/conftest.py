@@ -15,7 +15,13 @@ from shared.contracts import system_queues
 from shared.messaging.broker import Broker
 from shared.messaging.topology import Topology
 from tests.gateway.stubs import ClearingState, CustodyState, clearing_app, custody_app, matching_app
-from tests.gateway.support import PartnerApi, PartnerCreds, RunningServer, instrument_body, unique_code
+from tests.gateway.support import (
+    PartnerApi,
+    PartnerCreds,
+    RunningServer,
+    instrument_body,
+    unique_code,
+)
 from tests.support import env
 from tests.support.wait import wait_until
 
@@ -39,11 +45,15 @@ class Stack:
         )
         assert response.status_code == 201, response.text
         data = response.json()
-        return PartnerApi(self.http, PartnerCreds(data["partner_id"], data["api_key"], data["api_secret"]))
+        return PartnerApi(
+            self.http, PartnerCreds(data["partner_id"], data["api_key"], data["api_secret"])
+        )
 
     async def staff_headers(self, role: str) -> dict[str, str]:
         response = await self.http.post(
-            "/v1/admin/staff-tokens", json={"role": role, "name": f"{role} desk"}, headers=self.admin_headers
+            "/v1/admin/staff-tokens",
+            json={"role": role, "name": f"{role} desk"},
+            headers=self.admin_headers,
         )
         assert response.status_code == 201, response.text
         return {"Authorization": f"Bearer {response.json()['token']}"}
@@ -51,7 +61,9 @@ class Stack:
     async def new_instrument(self, **overrides: Any) -> str:
         code = str(overrides.pop("code", unique_code()))
         response = await self.http.post(
-            "/v1/admin/instruments", json=instrument_body(code, **overrides), headers=self.admin_headers
+            "/v1/admin/instruments",
+            json=instrument_body(code, **overrides),
+            headers=self.admin_headers,
         )
         assert response.status_code == 201, response.text
         return code

@@ -75,12 +75,16 @@ def custody_app(state: CustodyState) -> FastAPI:
         return {"member_id": member_id, "cash": {**zero, "available": "0.00"}, "holdings": []}
 
     @r.get("/members/{member_id}/ledger")
-    async def ledger(member_id: str, partner_id: str | None = None, limit: int = 100) -> dict[str, Any]:
+    async def ledger(
+        member_id: str, partner_id: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
         member_of(member_id, partner_id)
         return {"items": [], "next_cursor": None}
 
     @r.post("/members/{member_id}/withdrawals", status_code=202)
-    async def withdraw(member_id: str, body: dict[str, Any], partner_id: str | None = None) -> dict[str, Any]:
+    async def withdraw(
+        member_id: str, body: dict[str, Any], partner_id: str | None = None
+    ) -> dict[str, Any]:
         member_of(member_id, partner_id)
         if body["amount"] == "999999.00":
             raise ProblemError(422, "INSUFFICIENT_FUNDS", "more than available")
@@ -110,7 +114,9 @@ def custody_app(state: CustodyState) -> FastAPI:
     async def deposit(body: dict[str, Any]) -> dict[str, Any]:
         if body["member_id"] not in state.members:
             raise ProblemError(404, "UNKNOWN_MEMBER", "no such member")
-        return state.deposits.setdefault(body["bank_reference"], {**body, "deposit_id": new_id("d")})
+        return state.deposits.setdefault(
+            body["bank_reference"], {**body, "deposit_id": new_id("d")}
+        )
 
     @r.post("/instruments", status_code=201)
     async def create_instrument(body: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +145,13 @@ def custody_app(state: CustodyState) -> FastAPI:
     @r.get("/accounts")
     async def accounts(asset: str = "CNY") -> dict[str, Any]:
         items = [
-            {"member_id": mid, "sub_account": m["sub_account"], "settled": "0.00", "held": "0.00", "available": "0.00"}
+            {
+                "member_id": mid,
+                "sub_account": m["sub_account"],
+                "settled": "0.00",
+                "held": "0.00",
+                "available": "0.00",
+            }
             for mid, m in state.members.items()
         ]
         return {"items": items, "next_cursor": None}
@@ -154,17 +166,39 @@ def matching_app() -> FastAPI:
 
     @app.get("/internal/books/{code}/depth")
     async def depth(code: str, levels: int = 10) -> dict[str, Any]:
-        return {"instrument": code, "sequence": 7, "bids": [["100.00", 5]], "asks": [["101.00", 3]][:levels]}
+        return {
+            "instrument": code,
+            "sequence": 7,
+            "bids": [["100.00", 5]],
+            "asks": [["101.00", 3]][:levels],
+        }
 
     @app.get("/internal/books/{code}/trades")
     async def trades(code: str, limit: int = 50) -> dict[str, Any]:
-        return {"items": [{"price": "100.00", "quantity": 1, "executed_at": "2026-11-20T00:00:00Z", "sequence": 3}][:limit]}
+        return {
+            "items": [
+                {
+                    "price": "100.00",
+                    "quantity": 1,
+                    "executed_at": "2026-11-20T00:00:00Z",
+                    "sequence": 3,
+                }
+            ][:limit]
+        }
 
     @app.get("/internal/books/{code}/ticker")
     async def ticker(code: str) -> dict[str, Any]:
         return {
-            "instrument": code, "last": None, "open": None, "high": None, "low": None, "volume": 0,
-            "turnover": "0.00", "reference_price": "100.00", "best_bid": None, "best_ask": None,
+            "instrument": code,
+            "last": None,
+            "open": None,
+            "high": None,
+            "low": None,
+            "volume": 0,
+            "turnover": "0.00",
+            "reference_price": "100.00",
+            "best_bid": None,
+            "best_ask": None,
         }
 
     return app
@@ -193,7 +227,12 @@ def clearing_app(state: ClearingState) -> FastAPI:
     async def eod_status(day: str) -> dict[str, Any]:
         if day not in state.settled:
             raise ProblemError(404, "EOD_NOT_FOUND", f"no run for {day}")
-        return {"business_date": day, "status": "settled", "phase": "done", "progress": {"done": 1, "total": 1}}
+        return {
+            "business_date": day,
+            "status": "settled",
+            "phase": "done",
+            "progress": {"done": 1, "total": 1},
+        }
 
     @app.get("/internal/settlements/{day}/instructions")
     async def instructions(day: str) -> Response:

@@ -91,7 +91,9 @@ async def test_staff_tokens_and_roles(stack: Stack) -> None:
         )
         assert staff.status_code == 403
     body = {"member_id": "m_x", "amount": "1.00", "bank_reference": "BK-x"}
-    assert (await stack.http.post("/v1/admin/deposits", json=body, headers=auditor)).status_code == 403
+    assert (
+        await stack.http.post("/v1/admin/deposits", json=body, headers=auditor)
+    ).status_code == 403
     assert (await stack.http.get("/v1/admin/business-date", headers=auditor)).status_code == 200
     assert (await stack.http.get("/v1/admin/business-date", headers=operator)).status_code == 200
     assert (await stack.http.get("/v1/admin/audit", headers=auditor)).status_code == 200
@@ -112,7 +114,9 @@ async def test_credentials_of_the_other_kind_are_401(stack: Stack) -> None:
     assert (await stack.http.get("/v1/instruments", headers=operator)).status_code == 200
 
 
-async def test_a_database_dump_holds_no_working_credentials(stack: Stack, engine: AsyncEngine) -> None:
+async def test_a_database_dump_holds_no_working_credentials(
+    stack: Stack, engine: AsyncEngine
+) -> None:
     partner = await stack.new_partner()
     token_headers = await stack.staff_headers("auditor")
     token = token_headers["Authorization"].split()[1]
@@ -139,7 +143,14 @@ async def test_staff_actions_are_in_the_audit_trail(stack: Stack) -> None:
     )
     assert page.status_code == 200, page.text
     entries = page.json()["items"]
-    mine = [e for e in entries if e["role"] == "operator" and e["path"] in ("/v1/admin/eod", "/v1/admin/partners")]
-    assert {(e["path"], e["status"]) for e in mine} >= {("/v1/admin/eod", 202), ("/v1/admin/partners", 403)}
+    mine = [
+        e
+        for e in entries
+        if e["role"] == "operator" and e["path"] in ("/v1/admin/eod", "/v1/admin/partners")
+    ]
+    assert {(e["path"], e["status"]) for e in mine} >= {
+        ("/v1/admin/eod", 202),
+        ("/v1/admin/partners", 403),
+    }
     eod = next(e for e in mine if e["path"] == "/v1/admin/eod")
     assert eod["request"] == {"business_date": "2026-11-20"}

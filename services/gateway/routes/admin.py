@@ -4,11 +4,12 @@ import asyncio
 import secrets
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
 from services.gateway import repositories as repo
+from services.gateway.context import Gateway
 from services.gateway.routes.common import (
     CODE_PATH,
     PROBLEMS,
@@ -156,7 +157,7 @@ async def allocate(
 _TARGET = {"halt": "halted", "resume": "trading", "delist": "delisted"}
 
 
-async def _control(gw: Any, code: str, action: str) -> Response:
+async def _control(gw: Gateway, code: str, action: str) -> Response:
     current = await gw.downstream.custody.json("GET", f"/internal/instruments/{code}")
     if not isinstance(current, dict):
         raise ProblemError(503, "SERVICE_UNAVAILABLE", "custody answered with no instrument")
@@ -171,17 +172,19 @@ async def _control(gw: Any, code: str, action: str) -> Response:
                 [Draft(INSTRUMENT_CONTROL, INSTRUMENT_CONTROL, dict(control))],
                 stream=f"gateway:{code}",
             )
-            if target != "trading":
-                # Stop accepting orders here at once; resuming waits for custody's word.
-                await repo.set_instrument_state(session, code, target)
         deadline = time.monotonic() + gw.settings.control_wait_seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             current = await gw.downstream.custody.json("GET", f"/internal/instruments/{code}")
             if isinstance(current, dict) and current.get("state") == target:
                 break
-    # The control message is durably queued and takes effect in sequence with the orders.
-    return json_response({**current, "state": target})
+    # The control message is durably queued and takes effect in sequence with the orders;
+    # this gateway stops accepting orders at once (a resume waits for custody's word).
+    instrument = {**current, "state": target}
+    if target != "trading" or current.get("state") == target:
+        async with gw.sessions()() as session, session.begin():
+            await repo.upsert_instrument(session, instrument)
+    return json_response(instrument)
 
 
 @router.post("/instruments/{code}/halt", response_model=Instrument)
