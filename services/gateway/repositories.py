@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Row, and_, any_, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -125,7 +125,7 @@ async def set_instrument_state(session: AsyncSession, code: str, state: str) -> 
         .where(instruments.c.code == code)
         .values(
             state=state,
-            data=func.jsonb_set(instruments.c.data, "{state}", func.to_jsonb(state)),
+            data=instruments.c.data.op("||")(func.jsonb_build_object("state", state)),
             updated_at=utc_now(),
         )
     )
@@ -326,7 +326,8 @@ async def subscribed_webhooks(session: AsyncSession, partner_id: str, event_type
         (
             await session.execute(
                 select(webhooks.c.webhook_id, webhooks.c.url).where(
-                    webhooks.c.partner_id == partner_id, webhooks.c.events.any(event_type)
+                    webhooks.c.partner_id == partner_id,
+                    literal(event_type) == any_(webhooks.c.events),
                 )
             )
         ).all()
