@@ -14,6 +14,7 @@ from services.gateway.settings import GatewaySettings
 from shared.contracts import system_queues
 from shared.messaging.broker import Broker
 from shared.messaging.topology import Topology
+from tests.gateway.events import Producer
 from tests.gateway.stubs import ClearingState, CustodyState, clearing_app, custody_app, matching_app
 from tests.gateway.support import (
     PartnerApi,
@@ -143,3 +144,8 @@ async def broker(stack: Stack, broker_namespace: str) -> AsyncIterator[Broker]:
     await broker.wait_connected(timeout=20)
     yield broker
     await broker.close()
+
+
+@pytest.fixture(scope="session")
+def producer(broker: Broker) -> Producer:
+    return Producer(broker)

@@ -7,11 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.gateway.auth import signature
-from shared.messaging.broker import Broker
 from tests.gateway.conftest import Stack
 from tests.gateway.events import Producer, accepted, cancelled, filled, rested, trade
 from tests.gateway.support import PartnerApi
@@ -19,11 +17,6 @@ from tests.gateway.test_orders import order
 from tests.support.wait import wait_until
 
 PERMISSIVE = {"lot_size": 1, "min_order_qty": 1, "min_order_value": "0.01", "tick_size": "0.01"}
-
-
-@pytest.fixture(scope="session")
-def producer(broker: Broker) -> Producer:
-    return Producer(broker)
 
 
 async def place(partner: PartnerApi, body: dict[str, Any]) -> dict[str, Any]:
