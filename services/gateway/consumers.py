@@ -222,6 +222,10 @@ class ViewUpdater:
             elif kind == "OrderRejected":
                 if order is not None and loaded.set_status(order, "rejected"):
                     order["reject_reason"] = str(ev.get("reason") or "REJECTED")
+            elif kind == "CancelRejected":
+                if order is not None and order["status"] not in repo.FINAL_STATUSES:
+                    # The book refused the cancel (a race it lost): a new cancel may be sent.
+                    await repo.update_order(session, order["order_id"], cancel_requested_at=None)
             elif kind == "BookStateChanged":
                 state = str(ev.get("state", "")).lower()
                 if state in BOOK_STATES:

@@ -133,7 +133,7 @@ class GatewayMiddleware:
         recorder = _Recorder(send, extra, hold=audited)
         key = headers.get("idempotency-key")
         if method == "POST" and key is not None and principal is not None:
-            await self._idempotent(scope, receive, recorder, principal, key, target, body, extra)
+            await self._idempotent(scope, receive, recorder, principal, key, target, body)
         else:
             await self.app(scope, receive, recorder)
         if audited:
@@ -150,9 +150,8 @@ class GatewayMiddleware:
         key: str,
         target: str,
         body: bytes,
-        extra: dict[str, str],
     ) -> None:
-        """Run the request at most once per key; the recorder already adds ``extra``."""
+        """Run the request at most once per key (the recorder adds the rate-limit headers)."""
         if not key or len(key) > MAX_KEY_LENGTH:
             error = ProblemError(
                 422,

@@ -2,6 +2,7 @@
 custody, written in one transaction; cancels and amends the same way."""
 
 from datetime import date
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row
@@ -145,6 +146,8 @@ class OrderService:
             "fees_fen": 0,
             "time_in_force": body.time_in_force,
             "status": "pending_new",
+            "reject_reason": None,
+            "cancel_reason": None,
             "business_date": await repo.get_business_date(session),
             "created_at": now,
             "updated_at": now,
@@ -170,9 +173,7 @@ class OrderService:
             [Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(submit))],
             stream=command_stream(body.instrument),
         )
-        row = await repo.get_order(session, order_id)
-        assert row is not None
-        return 202, order_resource(row)
+        return 202, order_resource(SimpleNamespace(**values))
 
     @staticmethod
     def _duplicate(existing: Row[Any], body: OrderCreate) -> tuple[int, dict[str, Any]]:
