@@ -87,7 +87,7 @@ class ServiceClient:
             response = await self._http.request(
                 method, path, params=clean, content=body, headers=headers
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning(
                 "downstream unreachable",
                 extra={"service": self.service, "path": path, "error": repr(exc)},

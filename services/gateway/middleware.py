@@ -215,6 +215,8 @@ class GatewayMiddleware:
                 request = orjson.loads(body)
             except orjson.JSONDecodeError:
                 request = None
+            if b"\\u0000" in body or b"\x00" in body:
+                request = {"note": "body not kept: it contains NUL characters"}
         try:
             async with self.gateway.sessions()() as session, session.begin():
                 await insert_audit(

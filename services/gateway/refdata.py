@@ -7,6 +7,7 @@ the first time they are seen (their partner, qualification and risk tolerance).
 """
 
 import logging
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,6 +20,9 @@ from shared.errors import ProblemError
 from shared.money import MoneyError, parse_fen
 
 log = logging.getLogger(__name__)
+
+_CODE = re.compile(r"^[A-Z0-9]{4,16}$")
+_MEMBER_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,8 @@ class ReferenceData:
         self._downstream = downstream
 
     async def instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
+        if not _CODE.match(code):
+            return None
         row = await repo.get_instrument(session, code)
         if row is not None:
             return InstrumentRules.from_data(dict(row.data), row.state)
@@ -106,6 +112,8 @@ class ReferenceData:
         self, session: AsyncSession, partner_id: str, member_id: str
     ) -> MemberInfo | None:
         """The partner's member, or None (unknown, or another partner's: never say which)."""
+        if not _MEMBER_ID.match(member_id):
+            return None
         row = await repo.get_member(session, member_id)
         if row is None:
             try:

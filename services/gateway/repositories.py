@@ -1,6 +1,7 @@
 """Every query of the gateway's own tables. Callers own the transaction."""
 
 import base64
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from services.gateway.models import (
 )
 from shared.clock import utc_now
 
+_CURSOR_VALUE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 FINAL_STATUSES = frozenset({"filled", "cancelled", "expired", "rejected"})
 
 
@@ -34,13 +36,19 @@ def encode_cursor(value: str | int) -> str:
 
 
 def decode_cursor(cursor: str | None) -> str | None:
+    """The value inside a cursor; anything that is not one of ours reads as no cursor."""
     if not cursor:
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except ValueError:
         return None
-    return raw or None
+    return raw if _CURSOR_VALUE.match(raw) else None
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    value = decode_cursor(cursor)
+    return int(value) if value is not None and value.isdigit() and len(value) <= 18 else None
 
 
 # --- credentials and audit ------------------------------------------------------------

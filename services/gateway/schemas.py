@@ -3,7 +3,7 @@
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from shared.money import MAX_UNITS, Money
 
@@ -21,8 +21,27 @@ CODE_PATTERN = r"^[A-Z0-9]{4,16}$"
 Quantity = StrictInt
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Body(BaseModel):
+    """A request body: unknown fields are ignored; NUL characters are refused anywhere."""
+
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data
 
 
 class Problem(BaseModel):
@@ -389,7 +408,7 @@ class WebhookCreate(Body):
     url: str = Field(
         min_length=8,
         max_length=2000,
-        pattern=r"^https?://[^\s]+$",
+        pattern=r"^https?://[!-~]+$",
         examples=["https://partner.example/cb"],
     )
     events: list[WebhookEvent] = Field(min_length=1, max_length=4)

@@ -101,8 +101,7 @@ async def audit_trail(
     """The audit trail of staff actions (every staff request that changes something), oldest first."""
     if since is not None and since.tzinfo is None:
         raise ProblemError(422, "VALIDATION_FAILED", "since must carry a time zone")
-    after = repo.decode_cursor(cursor)
-    after_id = int(after) if after and after.isdigit() else None
+    after_id = repo.decode_int_cursor(cursor)
     async with gw.sessions()() as session:
         rows = await repo.list_audit(session, since=since, after_id=after_id, limit=limit + 1)
     items = [

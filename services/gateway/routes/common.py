@@ -1,6 +1,7 @@
 """What every router shares: the gateway, the callers, paging and JSON answers."""
 
 import hashlib
+import json
 from typing import Annotated, Any
 
 import orjson
@@ -32,7 +33,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    try:
+        content = orjson.dumps(data)
+    except TypeError:  # integers beyond 64 bits (an audited request body may hold them)
+        content = json.dumps(data, ensure_ascii=False).encode()
+    return Response(content, status_code=status, media_type="application/json")
 
 
 def downstream_key(request: Request) -> str | None:

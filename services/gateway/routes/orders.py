@@ -1,7 +1,7 @@
 """Orders and trades (partner): entry, batch entry, queries, cancel and amend."""
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -9,6 +9,7 @@ from services.gateway import repositories as repo
 from services.gateway.context import Gateway
 from services.gateway.orders import order_resource
 from services.gateway.routes.common import (
+    ID_PATTERN,
     PROBLEMS,
     Cursor,
     Gw,
@@ -77,8 +78,8 @@ async def get_order(order_id: OrderId, gw: Gw, partner: Partner) -> Response:
 async def list_orders(
     gw: Gw,
     partner: Partner,
-    member_id: str | None = Query(default=None, max_length=64),
-    instrument: str | None = Query(default=None, max_length=16),
+    member_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    instrument: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,16}$")] = None,
     status: OrderStatus | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -136,14 +137,14 @@ async def _settled_dates(gw: Gateway, dates: set[date]) -> set[date]:
 async def list_trades(
     gw: Gw,
     partner: Partner,
-    member_id: str | None = Query(default=None, max_length=64),
-    instrument: str | None = Query(default=None, max_length=16),
+    member_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    instrument: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,16}$")] = None,
     business_date: date | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Response:
     """The partner's executions, newest first, with the fee charged; never the counterparty."""
-    before = repo.decode_cursor(cursor)
+    before = repo.decode_int_cursor(cursor)
     async with gw.sessions()() as session, session.begin():
         if member_id is not None:
             await gw.refdata.owned_member(session, partner.partner_id, member_id)
@@ -153,7 +154,7 @@ async def list_trades(
             member_id=member_id,
             instrument=instrument,
             business_date=business_date,
-            before=int(before) if before and before.isdigit() else None,
+            before=before,
             limit=limit + 1,
         )
     page = rows[:limit]
