@@ -299,3 +299,27 @@ async def test_a_redelivered_book_message_changes_nothing(stack: Stack, producer
     await eventually(partner, maker["order_id"], status="partially_filled", filled_quantity=2)
     trades = (await partner.get("/v1/trades", params={"instrument": code})).json()["items"]
     assert len(trades) == 2
+
+
+async def test_a_cancel_the_book_refused_may_be_sent_again(
+    stack: Stack, producer: Producer, engine: Any
+) -> None:
+    from tests.gateway.test_orders import outbox_commands
+
+    code = await stack.new_instrument(**PERMISSIVE)
+    partner = await stack.new_partner()
+    member = await stack.new_member(partner)
+    resting = await place(partner, order(member, code))
+    await producer.book(code, accepted(resting), rested(resting))
+    await eventually(partner, resting["order_id"], status="open")
+    assert (await partner.delete(f"/v1/orders/{resting['order_id']}")).status_code == 202
+    await producer.book(
+        code, {"type": "CancelRejected", "order_id": resting["order_id"], "reason": "UNKNOWN_ORDER"}
+    )
+
+    async def resent() -> bool:
+        await partner.delete(f"/v1/orders/{resting['order_id']}")
+        commands = await outbox_commands(engine, resting["order_id"])
+        return [c["routing_key"] for c in commands].count("order.cancel") == 2
+
+    await wait_until(resent, message="a second cancel after CancelRejected")

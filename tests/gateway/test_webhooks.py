@@ -5,6 +5,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.gateway.auth import signature
 from tests.gateway.conftest import Stack
@@ -82,5 +84,60 @@ async def test_events_are_signed_and_retried_until_acknowledged(
         await wait_until(next_event, message="the next event")
         assert b'"open"' in receiver.received[-1][1]
         assert other["order_id"].encode() in receiver.received[-1][1]
+    finally:
+        await server.stop()
+
+
+async def test_callbacks_to_the_exchanges_own_services_are_refused(stack: Stack) -> None:
+    partner = await stack.new_partner()
+    for url in (
+        f"{stack.settings.custody_url}/internal/deposits",
+        str(stack.settings.matching_url).replace("127.0.0.1", "localhost") + "/internal/x",
+    ):
+        response = await partner.post("/v1/webhooks", {"url": url, "events": ["order.updated"]})
+        assert (response.status_code, response.json()["code"]) == (422, "WEBHOOK_URL_FORBIDDEN")
+
+
+async def test_a_queued_callback_is_delivered_from_the_table_alone(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """What a process left queued when it died is delivered by whichever process runs:
+    delivery is driven by gateway.webhook_deliveries, not by memory."""
+    receiver = Receiver(failures=0)
+    server = RunningServer(receiver.app)
+    await server.start()
+    try:
+        partner = await stack.new_partner()
+        url = f"{server.url}/hooks/exchange"
+        hook = (
+            await partner.post("/v1/webhooks", {"url": url, "events": ["trade.executed"]})
+        ).json()
+        event_id = "ev_left_by_a_dead_process_" + partner.creds.partner_id[-6:]
+        body = orjson.dumps({"event_id": event_id, "type": "trade.executed", "data": {}})
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO gateway.webhook_deliveries (event_id, webhook_id, partner_id,"
+                    " event_type, body, attempts, next_attempt_at, created_at)"
+                    " VALUES (:e, :w, :p, 'trade.executed', :b, 4, now(), now())"
+                ),
+                {"e": event_id, "w": hook["webhook_id"], "p": partner.creds.partner_id, "b": body},
+            )
+
+        async def delivered() -> bool:
+            async with engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        text(
+                            "SELECT delivered_at, attempts FROM gateway.webhook_deliveries"
+                            " WHERE event_id = :e"
+                        ),
+                        {"e": event_id},
+                    )
+                ).one()
+            return row.delivered_at is not None and row.attempts == 5
+
+        await wait_until(delivered, message="the queued callback delivered")
+        assert [h["x-event-id"] for h, _, _ in receiver.received] == [event_id]
     finally:
         await server.stop()
