@@ -129,10 +129,27 @@ class ViewUpdater:
         return _Orders({row.order_id: dict(row._mapping) for row in result})
 
     async def _save(
-        self, session: AsyncSession, loaded: _Orders, envelope: Envelope, pushes: PendingPushes
+        self,
+        session: AsyncSession,
+        loaded: _Orders,
+        envelope: Envelope,
+        pushes: PendingPushes,
+        events: list[hooks.Event],
     ) -> None:
-        if not loaded.changed:
-            return
+        """Write the changed orders back and queue their callbacks (and any others)."""
+        if loaded.changed:
+            await self._write(session, loaded, envelope, pushes, events)
+        if await hooks.enqueue(session, events):
+            pushes.webhooks = True
+
+    async def _write(
+        self,
+        session: AsyncSession,
+        loaded: _Orders,
+        envelope: Envelope,
+        pushes: PendingPushes,
+        events: list[hooks.Event],
+    ) -> None:
         changed = [loaded.rows[oid] for oid in sorted(loaded.changed)]
         for order in changed:
             order["updated_at"] = envelope.occurred_at
@@ -159,8 +176,7 @@ class ViewUpdater:
         for order in changed:
             resource = order_resource(SimpleNamespace(**order))
             pushes.orders[order["order_id"]] = (order["partner_id"], resource)
-            if await hooks.enqueue(session, order["partner_id"], "order.updated", resource):
-                pushes.webhooks = True
+            events.append((order["partner_id"], "order.updated", resource))
 
     async def _rejected(
         self, session: AsyncSession, envelope: Envelope, pushes: PendingPushes
@@ -172,7 +188,7 @@ class ViewUpdater:
             return
         if loaded.set_status(order, "rejected"):
             order["reject_reason"] = str(envelope.payload.get("reason") or "REJECTED")
-        await self._save(session, loaded, envelope, pushes)
+        await self._save(session, loaded, envelope, pushes, [])
 
     async def _book(self, session: AsyncSession, envelope: Envelope, pushes: PendingPushes) -> None:
         instrument = str(envelope.payload.get("instrument"))
@@ -183,6 +199,7 @@ class ViewUpdater:
                 if isinstance(ev.get(key), str):
                     ids.add(ev[key])
         loaded = await self._load(session, ids)
+        callbacks: list[hooks.Event] = []
         book_moved = False
         for ev in events:
             kind = ev.get("type")
@@ -192,7 +209,7 @@ class ViewUpdater:
                     loaded.set_status(order, "open")
                 book_moved = book_moved or kind == "OrderRested"
             elif kind == "Trade":
-                await self._trade(session, instrument, ev, envelope, loaded, pushes)
+                await self._trade(session, instrument, ev, envelope, loaded, pushes, callbacks)
                 book_moved = True
             elif kind == "OrderFilled":
                 if order is not None:
@@ -232,7 +249,7 @@ class ViewUpdater:
                     await repo.set_instrument_state(session, instrument, state)
             elif kind == "DayRolled":
                 await repo.set_business_date(session, str(ev["business_date"]), only_forward=True)
-        await self._save(session, loaded, envelope, pushes)
+        await self._save(session, loaded, envelope, pushes, callbacks)
         if book_moved:
             pushes.books.add(instrument)
 
@@ -244,6 +261,7 @@ class ViewUpdater:
         envelope: Envelope,
         loaded: _Orders,
         pushes: PendingPushes,
+        events: list[hooks.Event],
     ) -> None:
         price = int(ev["price_fen"])
         quantity = int(ev["quantity"])
@@ -301,8 +319,7 @@ class ViewUpdater:
                 "executed_at": rfc3339(envelope.occurred_at),
                 "settlement_status": "pending",
             }
-            if await hooks.enqueue(session, order["partner_id"], "trade.executed", trade):
-                pushes.webhooks = True
+            events.append((order["partner_id"], "trade.executed", trade))
         pushes.trades.append(
             (
                 instrument,

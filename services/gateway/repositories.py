@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, any_, func, literal, select, update
+from sqlalchemy import Row, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -329,17 +329,19 @@ async def list_webhooks(session: AsyncSession, partner_id: str) -> list[Row[Any]
     )
 
 
-async def subscribed_webhooks(session: AsyncSession, partner_id: str, event_type: str) -> list[Any]:
-    return list(
-        (
-            await session.execute(
-                select(webhooks.c.webhook_id, webhooks.c.url).where(
-                    webhooks.c.partner_id == partner_id,
-                    literal(event_type) == any_(webhooks.c.events),
-                )
+async def webhooks_of(session: AsyncSession, partner_ids: set[str]) -> dict[str, list[Any]]:
+    """The webhooks of these partners, by partner (one query for a whole message)."""
+    rows = (
+        await session.execute(
+            select(webhooks.c.partner_id, webhooks.c.webhook_id, webhooks.c.events).where(
+                webhooks.c.partner_id.in_(partner_ids)
             )
-        ).all()
-    )
+        )
+    ).all()
+    found: dict[str, list[Any]] = {}
+    for row in rows:
+        found.setdefault(row.partner_id, []).append(row)
+    return found
 
 
 async def insert_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

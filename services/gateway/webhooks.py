@@ -10,7 +10,7 @@ until the receiver answers 2xx. Each event carries an ``event_id`` for de-duplic
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,32 +35,38 @@ LEASE_SECONDS = 120
 BATCH = 50
 
 
-async def enqueue(
-    session: AsyncSession, partner_id: str, event_type: str, data: dict[str, Any]
-) -> int:
-    """Queue ``event_type`` for every webhook of the partner subscribed to it."""
-    hooks = await repo.subscribed_webhooks(session, partner_id, event_type)
-    if not hooks:
+Event = tuple[str, str, dict[str, Any]]  # (partner_id, event type, data)
+
+
+async def enqueue(session: AsyncSession, events: Sequence[Event]) -> int:
+    """Queue each event for every webhook of its partner subscribed to its type."""
+    if not events:
+        return 0
+    hooks_of = await repo.webhooks_of(session, {partner_id for partner_id, _, _ in events})
+    if not hooks_of:
         return 0
     now = utc_now()
     rows = []
-    for hook in hooks:
-        event_id = new_id("ev")
-        body = orjson.dumps(
-            {"event_id": event_id, "type": event_type, "created_at": rfc3339(now), "data": data}
-        )
-        rows.append(
-            {
-                "event_id": event_id,
-                "webhook_id": hook.webhook_id,
-                "partner_id": partner_id,
-                "event_type": event_type,
-                "body": body,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
+    for partner_id, event_type, data in events:
+        for hook in hooks_of.get(partner_id, ()):
+            if event_type not in hook.events:
+                continue
+            event_id = new_id("ev")
+            body = orjson.dumps(
+                {"event_id": event_id, "type": event_type, "created_at": rfc3339(now), "data": data}
+            )
+            rows.append(
+                {
+                    "event_id": event_id,
+                    "webhook_id": hook.webhook_id,
+                    "partner_id": partner_id,
+                    "event_type": event_type,
+                    "body": body,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
     await repo.insert_deliveries(session, rows)
     return len(rows)
 
