@@ -1,0 +1,244 @@
+"""Order entry: static validation, the ``pending_new`` view row and the command to
+custody, written in one transaction; cancels and amends the same way."""
+
+from datetime import date
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway import repositories as repo
+from services.gateway.refdata import ReferenceData
+from services.gateway.schemas import OrderCreate
+from shared.clock import rfc3339, utc_now
+from shared.contracts import (
+    ORDER_AMEND,
+    ORDER_CANCEL,
+    ORDER_SUBMIT,
+    OrderAmend,
+    OrderCancel,
+    OrderSubmit,
+)
+from shared.errors import ProblemError
+from shared.ids import new_id
+from shared.messaging.outbox import Draft, Outbox
+from shared.money import format_fen, format_scaled, round_half_up_div
+
+
+def reject(code: str, detail: str) -> ProblemError:
+    return ProblemError(422, code, detail)
+
+
+def command_stream(instrument: str) -> str:
+    """Commands about one product leave in one stream, in the order they were accepted."""
+    return f"gateway:{instrument}"
+
+
+def order_resource(row: Any) -> dict[str, Any]:
+    """The public order resource from a view row (or anything with the same attributes)."""
+    filled = int(row.filled_quantity)
+    average = (
+        format_scaled(round_half_up_div(int(row.filled_amount_fen) * 100, filled), 4)
+        if filled
+        else None
+    )
+    business_date: date | None = row.business_date
+    return {
+        "order_id": row.order_id,
+        "client_order_id": row.client_order_id,
+        "member_id": row.member_id,
+        "instrument": row.instrument,
+        "side": row.side,
+        "price": format_fen(int(row.price_fen)),
+        "quantity": int(row.quantity),
+        "filled_quantity": filled,
+        "remaining_quantity": int(row.quantity) - filled,
+        "average_price": average,
+        "time_in_force": row.time_in_force,
+        "status": row.status,
+        "reject_reason": row.reject_reason,
+        "cancel_reason": row.cancel_reason,
+        "business_date": business_date.isoformat() if business_date else None,
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+    }
+
+
+def _same_content(row: Row[Any], body: OrderCreate) -> bool:
+    return (
+        row.member_id == body.member_id
+        and row.instrument == body.instrument
+        and row.side == body.side
+        and int(row.price_fen) == body.price.fen
+        and int(row.quantity) == body.quantity
+        and row.time_in_force == body.time_in_force
+    )
+
+
+class OrderService:
+    def __init__(self, refdata: ReferenceData, outbox: Outbox) -> None:
+        self.refdata = refdata
+        self.outbox = outbox
+
+    async def validate(self, session: AsyncSession, partner_id: str, body: OrderCreate) -> None:
+        """The static checks, in a fixed order; the first failure is the answer."""
+        rules = await self.refdata.instrument(session, body.instrument)
+        if rules is None:
+            raise reject("UNKNOWN_INSTRUMENT", f"no product {body.instrument}")
+        member = await self.refdata.member(session, partner_id, body.member_id)
+        if member is None:
+            raise ProblemError(404, "UNKNOWN_MEMBER", f"no member {body.member_id}")
+        if rules.state != "trading":
+            raise reject("INSTRUMENT_NOT_TRADING", f"{rules.code} is {rules.state}")
+        if not rules.transferable:
+            raise reject("NOT_TRANSFERABLE", f"{rules.code} is not transferable")
+        price = body.price.fen
+        if price <= 0 or price % rules.tick_fen:
+            raise reject(
+                "PRICE_OFF_TICK",
+                f"price must be a positive multiple of {format_fen(rules.tick_fen)}",
+            )
+        if not rules.in_band(price):
+            raise reject("PRICE_OUT_OF_BAND", "price is outside the product's price band")
+        if body.quantity > rules.issue_size:
+            raise ProblemError(
+                422, "VALIDATION_FAILED", f"quantity exceeds the issue size {rules.issue_size}"
+            )
+        if body.quantity % rules.lot:
+            raise reject("QUANTITY_OFF_LOT", f"quantity must be a multiple of {rules.lot}")
+        if body.quantity < rules.min_qty:
+            raise reject("BELOW_MIN_QUANTITY", f"quantity must be at least {rules.min_qty}")
+        if price * body.quantity < rules.min_value_fen:
+            raise reject(
+                "BELOW_MIN_VALUE", f"order value must be at least {format_fen(rules.min_value_fen)}"
+            )
+        if body.side == "buy":
+            if not member.qualified:
+                raise reject("NOT_QUALIFIED", "only qualified investors may buy")
+            if rules.risk_level > member.risk_tolerance:
+                raise reject(
+                    "UNSUITABLE_RISK_LEVEL",
+                    "the product's risk level exceeds the member's tolerance",
+                )
+
+    async def place(
+        self, session: AsyncSession, partner_id: str, body: OrderCreate
+    ) -> tuple[int, dict[str, Any]]:
+        """(202, the new order) or (200, the original order of this client_order_id)."""
+        existing = await repo.get_order_by_client_id(session, partner_id, body.client_order_id)
+        if existing is not None:
+            return self._duplicate(existing, body)
+        await self.validate(session, partner_id, body)
+        now = utc_now()
+        order_id = new_id("o")
+        values: dict[str, Any] = {
+            "order_id": order_id,
+            "partner_id": partner_id,
+            "client_order_id": body.client_order_id,
+            "member_id": body.member_id,
+            "instrument": body.instrument,
+            "side": body.side,
+            "price_fen": body.price.fen,
+            "quantity": body.quantity,
+            "filled_quantity": 0,
+            "filled_amount_fen": 0,
+            "fees_fen": 0,
+            "time_in_force": body.time_in_force,
+            "status": "pending_new",
+            "reject_reason": None,
+            "cancel_reason": None,
+            "business_date": await repo.get_business_date(session),
+            "created_at": now,
+            "updated_at": now,
+        }
+        if not await repo.insert_order(session, values):
+            # A concurrent twin won the unique (partner, client_order_id): answer with its order.
+            winner = await repo.get_order_by_client_id(session, partner_id, body.client_order_id)
+            assert winner is not None
+            return self._duplicate(winner, body)
+        submit: OrderSubmit = {
+            "order_id": order_id,
+            "client_order_id": body.client_order_id,
+            "partner_id": partner_id,
+            "member_id": body.member_id,
+            "instrument": body.instrument,
+            "side": "BUY" if body.side == "buy" else "SELL",
+            "price_fen": body.price.fen,
+            "quantity": body.quantity,
+            "time_in_force": body.time_in_force,
+        }
+        await self.outbox.add(
+            session,
+            [Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(submit))],
+            stream=command_stream(body.instrument),
+        )
+        return 202, order_resource(SimpleNamespace(**values))
+
+    @staticmethod
+    def _duplicate(existing: Row[Any], body: OrderCreate) -> tuple[int, dict[str, Any]]:
+        if _same_content(existing, body):
+            return 200, order_resource(existing)
+        raise ProblemError(
+            409,
+            "DUPLICATE_CLIENT_ORDER_ID",
+            f"client_order_id {body.client_order_id} was used for another order",
+            extra={"order_id": existing.order_id},
+        )
+
+    async def cancel(self, session: AsyncSession, partner_id: str, order_id: str) -> dict[str, Any]:
+        row = await repo.get_order(session, order_id, partner_id=partner_id, for_update=True)
+        if row is None:
+            raise ProblemError(404, "ORDER_NOT_FOUND", f"no order {order_id}")
+        if row.status in repo.FINAL_STATUSES:
+            raise ProblemError(409, "ORDER_FINAL", f"order {order_id} is already {row.status}")
+        if row.cancel_requested_at is None:
+            await repo.update_order(session, order_id, cancel_requested_at=utc_now())
+            cancel: OrderCancel = {
+                "order_id": order_id,
+                "member_id": row.member_id,
+                "instrument": row.instrument,
+            }
+            await self.outbox.add(
+                session,
+                [Draft(ORDER_CANCEL, ORDER_CANCEL, dict(cancel))],
+                stream=command_stream(row.instrument),
+            )
+            row = await repo.get_order(session, order_id)
+            assert row is not None
+        return order_resource(row)
+
+    async def amend(
+        self, session: AsyncSession, partner_id: str, order_id: str, quantity: int
+    ) -> dict[str, Any]:
+        row = await repo.get_order(session, order_id, partner_id=partner_id, for_update=True)
+        if row is None:
+            raise ProblemError(404, "ORDER_NOT_FOUND", f"no order {order_id}")
+        if row.status in repo.FINAL_STATUSES:
+            raise ProblemError(422, "INVALID_AMEND", f"order {order_id} is already {row.status}")
+        if row.cancel_requested_at is not None:
+            raise ProblemError(422, "INVALID_AMEND", f"order {order_id} is being cancelled")
+        if not int(row.filled_quantity) < quantity < int(row.quantity):
+            raise ProblemError(
+                422,
+                "INVALID_AMEND",
+                "the new quantity must be below the current quantity and above the filled quantity",
+            )
+        rules = await self.refdata.instrument(session, row.instrument)
+        if rules is not None and quantity % rules.lot:
+            raise ProblemError(
+                422, "INVALID_AMEND", f"the new quantity must be a multiple of {rules.lot}"
+            )
+        amend: OrderAmend = {
+            "order_id": order_id,
+            "member_id": row.member_id,
+            "instrument": row.instrument,
+            "quantity": quantity,
+        }
+        await self.outbox.add(
+            session,
+            [Draft(ORDER_AMEND, ORDER_AMEND, dict(amend))],
+            stream=command_stream(row.instrument),
+        )
+        await repo.update_order(session, order_id)
+        return order_resource(row)

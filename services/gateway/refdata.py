@@ -1,0 +1,177 @@
+"""Reference data the gateway validates orders against: instruments and members.
+
+Instruments are cached in ``gateway.instruments``, loaded from custody at start and kept
+fresh by ``instrument.updated`` and the books' ``BookStateChanged`` events; a product
+the cache does not know yet is fetched from custody on first use. Members are cached
+the first time they are seen (their partner, qualification and risk tolerance).
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway import repositories as repo
+from services.gateway.clients import Downstream, DownstreamProblem
+from shared.errors import ProblemError
+from shared.money import MoneyError, parse_fen
+
+log = logging.getLogger(__name__)
+
+_CODE = re.compile(r"^[A-Z0-9]{4,16}$")
+_MEMBER_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRules:
+    code: str
+    state: str
+    tick_fen: int
+    lot: int
+    min_qty: int
+    min_value_fen: int
+    reference_fen: int
+    band_num: int
+    band_den: int
+    issue_size: int
+    risk_level: int
+    transferable: bool
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], state: str) -> "InstrumentRules":
+        try:
+            band = Decimal(str(data["price_band_pct"]))
+            if not band.is_finite() or band < 0:
+                raise ValueError("bad band")
+            num, den = band.as_integer_ratio()
+            return cls(
+                code=str(data["code"]),
+                state=state,
+                tick_fen=parse_fen(str(data["tick_size"])),
+                lot=int(data["lot_size"]),
+                min_qty=int(data["min_order_qty"]),
+                min_value_fen=parse_fen(str(data["min_order_value"])),
+                reference_fen=parse_fen(str(data["reference_price"])),
+                band_num=num,
+                band_den=den,
+                issue_size=int(data["issue_size"]),
+                risk_level=int(str(data["risk_level"]).lstrip("Rr")),
+                transferable=bool(data.get("transferable", True)),
+            )
+        except (KeyError, ValueError, TypeError, InvalidOperation, MoneyError) as exc:
+            log.error("unusable instrument in the cache", extra={"data": data, "error": repr(exc)})
+            raise ProblemError(
+                503, "SERVICE_UNAVAILABLE", "reference data for this product is unusable"
+            ) from exc
+
+    def in_band(self, price_fen: int) -> bool:
+        """reference x (1 - band/100) <= p <= reference x (1 + band/100), in exact integers."""
+        scaled = price_fen * 100 * self.band_den
+        low = self.reference_fen * (100 * self.band_den - self.band_num)
+        high = self.reference_fen * (100 * self.band_den + self.band_num)
+        return low <= scaled <= high
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    member_id: str
+    partner_id: str
+    qualified: bool
+    risk_tolerance: int
+
+
+def _tolerance(value: str) -> int:
+    return int(value.lstrip("Cc"))
+
+
+class ReferenceData:
+    def __init__(self, downstream: Downstream) -> None:
+        self._downstream = downstream
+
+    async def instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
+        if not _CODE.match(code):
+            return None
+        row = await repo.get_instrument(session, code)
+        if row is not None:
+            return InstrumentRules.from_data(dict(row.data), row.state)
+        try:
+            data = await self._downstream.custody.json("GET", f"/internal/instruments/{code}")
+        except DownstreamProblem as problem:
+            if problem.status == 404:
+                return None
+            raise
+        if not isinstance(data, dict) or data.get("code") != code:
+            return None
+        await repo.upsert_instrument(session, data)
+        return InstrumentRules.from_data(data, str(data.get("state") or "trading"))
+
+    async def member(
+        self, session: AsyncSession, partner_id: str, member_id: str
+    ) -> MemberInfo | None:
+        """The partner's member, or None (unknown, or another partner's: never say which)."""
+        if not _MEMBER_ID.match(member_id):
+            return None
+        row = await repo.get_member(session, member_id)
+        if row is None:
+            try:
+                data = await self._downstream.custody.json(
+                    "GET", f"/internal/members/{member_id}", params={"partner_id": partner_id}
+                )
+            except DownstreamProblem as problem:
+                if problem.status == 404:
+                    return None
+                raise
+            if not isinstance(data, dict) or data.get("member_id") != member_id:
+                return None
+            owner = str(data.get("partner_id") or partner_id)
+            await self.remember_member(session, data, owner)
+            if owner != partner_id:
+                return None
+            return MemberInfo(
+                member_id,
+                owner,
+                bool(data.get("qualified")),
+                _tolerance(str(data["risk_tolerance"])),
+            )
+        if row.partner_id != partner_id:
+            return None
+        return MemberInfo(member_id, row.partner_id, row.qualified, _tolerance(row.risk_tolerance))
+
+    async def remember_member(
+        self, session: AsyncSession, data: dict[str, Any], partner_id: str
+    ) -> None:
+        await repo.upsert_member(
+            session,
+            member_id=str(data["member_id"]),
+            partner_id=partner_id,
+            qualified=bool(data.get("qualified")),
+            risk_tolerance=str(data.get("risk_tolerance") or "C1"),
+        )
+
+    async def owned_member(
+        self, session: AsyncSession, partner_id: str, member_id: str
+    ) -> MemberInfo:
+        member = await self.member(session, partner_id, member_id)
+        if member is None:
+            raise ProblemError(404, "UNKNOWN_MEMBER", f"no member {member_id}")
+        return member
+
+    async def load_instruments(self, session: AsyncSession) -> int:
+        """Fill the cache from custody's list of every product."""
+        count = 0
+        cursor: str | None = None
+        while True:
+            page = await self._downstream.custody.json(
+                "GET", "/internal/instruments", params={"limit": 1000, "cursor": cursor}
+            )
+            items = page.get("items", []) if isinstance(page, dict) else []
+            for item in items:
+                if isinstance(item, dict) and "code" in item:
+                    await repo.upsert_instrument(session, item)
+                    count += 1
+            cursor = page.get("next_cursor") if isinstance(page, dict) else None
+            if not cursor or not items:
+                return count

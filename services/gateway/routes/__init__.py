@@ -1,0 +1,1 @@
+"""The public API's routers, one module per part of docs/spec/api.md."""

@@ -1,0 +1,117 @@
+"""WebSocket fan-out: ``depth:{code}``, ``trades:{code}`` and a partner's own ``orders``.
+
+Fed by the view updater after each committed batch of events. The hub lives in the
+process that consumes ``gateway.events`` (the queue has a single active consumer), so
+with several gateway instances WebSocket clients should connect to that one; a shared
+fan-out (PostgreSQL LISTEN/NOTIFY) is the next step.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import WebSocket
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 1000
+
+
+@dataclass(eq=False)
+class Subscriber:
+    socket: WebSocket
+    partner_id: str
+    channels: set[str] = field(default_factory=set)
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscriber] = set()
+        self._depth_pending: set[str] = set()
+        self.depth_source: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
+
+    def add(self, subscriber: Subscriber) -> None:
+        self._subscribers.add(subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def wants(self, channel: str) -> bool:
+        return any(channel in s.channels for s in self._subscribers)
+
+    def _offer(self, subscriber: Subscriber, message: dict[str, Any]) -> None:
+        try:
+            subscriber.queue.put_nowait(orjson.dumps(message))
+        except asyncio.QueueFull:
+            log.warning("websocket subscriber too slow; dropping it")
+            self.remove(subscriber)
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().create_task(subscriber.socket.close(code=1013))
+
+    def publish(self, channel: str, data: dict[str, Any]) -> None:
+        for subscriber in list(self._subscribers):
+            if channel in subscriber.channels:
+                self._offer(subscriber, {"channel": channel, "data": data})
+
+    def publish_order(self, partner_id: str, order: dict[str, Any]) -> None:
+        for subscriber in list(self._subscribers):
+            if subscriber.partner_id == partner_id and "orders" in subscriber.channels:
+                self._offer(subscriber, {"channel": "orders", "data": order})
+
+    def book_changed(self, instrument: str) -> None:
+        """Push a fresh depth snapshot to ``depth:{code}`` subscribers (coalesced)."""
+        channel = f"depth:{instrument}"
+        if (
+            not self.wants(channel)
+            or instrument in self._depth_pending
+            or self.depth_source is None
+        ):
+            return
+        self._depth_pending.add(instrument)
+        asyncio.get_running_loop().create_task(self._push_depth(instrument))
+
+    async def _push_depth(self, instrument: str) -> None:
+        try:
+            await asyncio.sleep(0)
+            self._depth_pending.discard(instrument)
+            assert self.depth_source is not None
+            snapshot = await self.depth_source(instrument)
+            if snapshot is not None:
+                self.publish(f"depth:{instrument}", snapshot)
+        except Exception:
+            log.warning("depth snapshot for websocket failed", exc_info=True)
+
+
+class PendingPushes:
+    """What one transaction of the view updater will push once it has committed."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.trades: list[tuple[str, dict[str, Any]]] = []
+        self.books: set[str] = set()
+        self.webhooks = False
+
+    def flush(self, hub: Hub) -> None:
+        for partner_id, order in self.orders.values():
+            hub.publish_order(partner_id, order)
+        for instrument, trade in self.trades:
+            hub.publish(f"trades:{instrument}", trade)
+        for instrument in self.books:
+            hub.book_changed(instrument)
+
+
+def channels_of(raw: Any) -> set[str]:
+    if not isinstance(raw, list):
+        return set()
+    wanted: set[str] = set()
+    for item in raw:
+        if not isinstance(item, str):
+            continue
+        if item == "orders" or (item.startswith(("depth:", "trades:")) and len(item) <= 32):
+            wanted.add(item)
+    return wanted
