@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 async def wait_until(
     condition: Callable[[], Awaitable[bool]],
     *,
-    timeout: float = 20.0,
+    timeout: float = 60.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> None:
