@@ -6,6 +6,7 @@ exists is kept, and the credentials are remembered in var/demo.json.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from rich.table import Table
 
 from exchange_cli.api_client import ApiError, PartnerClient, StaffClient
 
-STATE_FILE = Path("var/demo.json")
+#: Where the demo credentials are remembered between runs.
+STATE_FILE = Path(os.environ.get("EXCHANGE_DEMO_STATE", "var/demo.json"))
 
 PRODUCTS: list[dict[str, Any]] = [
     {
@@ -193,7 +195,7 @@ def seed(gateway: str, admin_token: str, console: Console) -> dict[str, Any]:
 
 
 def print_credentials(console: Console, state: dict[str, Any], admin_token: str) -> None:
-    table = Table(title="demo credentials (also in var/demo.json)")
+    table = Table(title=f"demo credentials (also in {STATE_FILE})")
     table.add_column("who")
     table.add_column("credential")
     table.add_row("admin token", admin_token)

@@ -6,9 +6,11 @@ import typer
 from rich.console import Console
 
 from banksim.cli import app as bank_simulator_app
+from exchange_cli import demo as demo_market
 from exchange_cli import infra
 from exchange_cli.supervisor import run_services
 from services.custody.cli import app as ledger_app
+from services.gateway.settings import GatewaySettings
 from shared.config import CommonSettings
 from shared.migrations import ensure_database, upgrade_all
 
@@ -63,14 +65,38 @@ def run(
     ready_timeout: float = typer.Option(
         90.0, help="Seconds to wait for every service to be ready."
     ),
+    demo: bool = typer.Option(True, help="Seed the demo market once every service is ready."),
 ) -> None:
     """Start the whole system in the foreground: check infrastructure, migrate, run all four
-    services, and print their URLs. Ctrl-C stops everything."""
-    settings = CommonSettings()
+    services, seed the demo market, and print the URLs and credentials. Ctrl-C stops
+    everything."""
+    settings = GatewaySettings()
     _ensure_infra(settings)
     upgrade_all(settings.database_url)
     console.print("database migrated; starting services")
-    raise typer.Exit(code=run_services(settings, ready_timeout=ready_timeout))
+
+    def seed_demo() -> None:
+        try:
+            state = demo_market.seed(settings.url_of("gateway"), settings.admin_token, console)
+        except Exception as exc:  # the services keep running; say what went wrong
+            console.print(f"[red]demo seed failed: {exc}[/red]")
+            return
+        demo_market.print_credentials(console, state, settings.admin_token)
+
+    on_ready = seed_demo if demo else None
+    raise typer.Exit(code=run_services(settings, ready_timeout=ready_timeout, on_ready=on_ready))
+
+
+demo_app = typer.Typer(help="The demo market.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("seed")
+def demo_seed() -> None:
+    """Seed the demo market through the public API of a running gateway."""
+    settings = GatewaySettings()
+    state = demo_market.seed(settings.url_of("gateway"), settings.admin_token, console)
+    demo_market.print_credentials(console, state, settings.admin_token)
 
 
 if __name__ == "__main__":

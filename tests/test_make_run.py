@@ -1,5 +1,7 @@
 """`make run` brings every service to ready, stops them all on Ctrl-C, and starts again."""
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -8,9 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from exchange_cli.api_client import PartnerClient
+from shared.db import asyncpg_dsn
 from shared.migrations import SERVICES
 from tests.support import env
 
@@ -42,11 +47,14 @@ def port_open(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(
-    database_url: str, broker_namespace: str
-) -> None:
+def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(broker_namespace: str) -> None:
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    demo_state = Path(tempfile.gettempdir()) / f"demo-{env.RUN_TAG}.json"
+    # A database of its own, created by `make run` itself as on a fresh machine.
+    database_url = f"{env.BASE_DATABASE_URL}/exchange_test_{env.RUN_TAG}_run"
     run_env = env.service_env(
+        EXCHANGE_DATABASE_URL=database_url,
+        EXCHANGE_DEMO_STATE=str(demo_state),
         # A namespace of its own: messages other tests left behind must not reach this system.
         EXCHANGE_BROKER_PREFIX=f"{env.BROKER_PREFIX}.run",
         **{f"EXCHANGE_{name.upper()}_PORT": str(port) for name, port in ports.items()},
@@ -64,6 +72,16 @@ def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(
             )
         try:
             wait_for_line(log, "exchange is ready", proc, timeout=120)
+            seeded = "demo market seeded" if attempt == 1 else "demo market already seeded"
+            assert seeded in log.read_text(), log.read_text()[-3000:]
+            state = json.loads(demo_state.read_text())
+            partner = PartnerClient(
+                f"http://127.0.0.1:{ports['gateway']}", state["api_key"], state["api_secret"]
+            )
+            listed = partner.call("GET", "/v1/instruments")
+            assert {"ZJ2026A01", "ZJ2026B02"} <= {i["code"] for i in listed["items"]}
+            assert len(listed["items"]) == 2, "a restart must not list the demo products again"
+            partner.close()
             for name, port in ports.items():
                 response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
                 assert response.status_code == 200, (name, response.text)
@@ -76,3 +94,16 @@ def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(
         assert "Traceback" not in text, text[-3000:]
         for port in ports.values():
             assert not port_open(port), f"port {port} still open after Ctrl-C"
+    drop_database(database_url)
+
+
+def drop_database(url: str) -> None:
+    asyncio.run(_drop(url))
+
+
+async def _drop(url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url).rsplit("/", 1)[0] + "/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
