@@ -4,14 +4,14 @@ namespace of this run's own, both removed at the end."""
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import asyncpg_dsn, make_engine
+from shared.db import make_engine
 from shared.migrations import ensure_database, upgrade_all
 from tests.support import env
 from tests.support.broker_admin import delete_broker_namespace
+from tests.support.databases import drop_database
 
 
 @pytest.fixture(scope="session")
@@ -19,16 +19,7 @@ def database_url() -> Iterator[str]:
     asyncio.run(ensure_database(env.DATABASE_URL))
     upgrade_all(env.DATABASE_URL)
     yield env.DATABASE_URL
-    asyncio.run(_drop_database(env.DATABASE_URL))
-
-
-async def _drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(asyncpg_dsn(url).rsplit("/", 1)[0] + "/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    asyncio.run(drop_database(env.DATABASE_URL))
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from exchange_cli.api_client import PartnerClient
-from shared.db import asyncpg_dsn
 from shared.migrations import SERVICES
 from tests.support import env
+from tests.support.databases import drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,51 +58,41 @@ def test_make_run_starts_all_services_and_stops_them_on_ctrl_c(broker_namespace:
         EXCHANGE_BROKER_PREFIX=f"{env.BROKER_PREFIX}.run",
         **{f"EXCHANGE_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     )
-    for attempt in (1, 2):  # the second start reuses the same database
-        log = Path(tempfile.gettempdir()) / f"make-run-{env.RUN_TAG}-{attempt}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                ["make", "--no-print-directory", "run"],
-                cwd=ROOT,
-                env=run_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_for_line(log, "exchange is ready", proc, timeout=120)
-            seeded = "demo market seeded" if attempt == 1 else "demo market already seeded"
-            assert seeded in log.read_text(), log.read_text()[-3000:]
-            state = json.loads(demo_state.read_text())
-            partner = PartnerClient(
-                f"http://127.0.0.1:{ports['gateway']}", state["api_key"], state["api_secret"]
-            )
-            listed = partner.call("GET", "/v1/instruments")
-            assert {"ZJ2026A01", "ZJ2026B02"} <= {i["code"] for i in listed["items"]}
-            assert len(listed["items"]) == 2, "a restart must not list the demo products again"
-            partner.close()
-            for name, port in ports.items():
-                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                assert response.status_code == 200, (name, response.text)
-                assert response.json()["service"] == name
-                assert f"http://127.0.0.1:{port}" in log.read_text()
-        finally:
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-            proc.wait(timeout=30)
-        text = log.read_text()
-        assert "Traceback" not in text, text[-3000:]
-        for port in ports.values():
-            assert not port_open(port), f"port {port} still open after Ctrl-C"
-    drop_database(database_url)
-
-
-def drop_database(url: str) -> None:
-    asyncio.run(_drop(url))
-
-
-async def _drop(url: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url).rsplit("/", 1)[0] + "/postgres")
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        for attempt in (1, 2):  # the second start reuses the same database
+            log = Path(tempfile.gettempdir()) / f"make-run-{env.RUN_TAG}-{attempt}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    ["make", "--no-print-directory", "run"],
+                    cwd=ROOT,
+                    env=run_env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                wait_for_line(log, "exchange is ready", proc, timeout=120)
+                seeded = "demo market seeded" if attempt == 1 else "demo market already seeded"
+                assert seeded in log.read_text(), log.read_text()[-3000:]
+                state = json.loads(demo_state.read_text())
+                partner = PartnerClient(
+                    f"http://127.0.0.1:{ports['gateway']}", state["api_key"], state["api_secret"]
+                )
+                listed = partner.call("GET", "/v1/instruments")
+                assert {"ZJ2026A01", "ZJ2026B02"} <= {i["code"] for i in listed["items"]}
+                assert len(listed["items"]) == 2, "a restart must not list the demo products again"
+                partner.close()
+                for name, port in ports.items():
+                    response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                    assert response.status_code == 200, (name, response.text)
+                    assert response.json()["service"] == name
+                    assert f"http://127.0.0.1:{port}" in log.read_text()
+            finally:
+                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+                proc.wait(timeout=30)
+            text = log.read_text()
+            assert "Traceback" not in text, text[-3000:]
+            for port in ports.values():
+                assert not port_open(port), f"port {port} still open after Ctrl-C"
     finally:
-        await conn.close()
+        asyncio.run(drop_database(database_url))
