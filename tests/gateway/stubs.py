@@ -105,11 +105,6 @@ def custody_app(state: CustodyState) -> FastAPI:
         items = [w for w in state.withdrawals.values() if w["member_id"] == member_id]
         return {"items": items, "next_cursor": None}
 
-    @r.get("/members/{member_id}/settlements")
-    async def settlements(member_id: str, partner_id: str | None = None) -> dict[str, Any]:
-        member_of(member_id, partner_id)
-        return {"items": [], "next_cursor": None}
-
     @r.post("/deposits", status_code=201)
     async def deposit(body: dict[str, Any]) -> dict[str, Any]:
         if body["member_id"] not in state.members:
@@ -233,6 +228,12 @@ def clearing_app(state: ClearingState) -> FastAPI:
             "phase": "done",
             "progress": {"done": 1, "total": 1},
         }
+
+    @app.get("/internal/members/{member_id}/settlements")
+    async def member_settlements(
+        member_id: str, business_date: str | None = None
+    ) -> dict[str, Any]:
+        return {"items": [], "next_cursor": None}
 
     @app.get("/internal/settlements/{day}/instructions")
     async def instructions(day: str) -> Response:

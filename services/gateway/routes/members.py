@@ -132,9 +132,9 @@ async def settlements(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Response:
-    """The member's settlement statements (交割单)."""
+    """The member's settlement statements (交割单), kept by clearing."""
     await _own(gw, partner, member_id)
-    return await gw.downstream.custody.proxy(
+    return await gw.downstream.clearing.proxy(
         "GET",
         f"/internal/members/{member_id}/settlements",
         params={
