@@ -204,6 +204,7 @@ class ClearingState:
     business_date: str = "2026-11-20"
     settled: set[str] = field(default_factory=set)
     statements: dict[str, bytes] = field(default_factory=dict)
+    statement_queries: list[dict[str, str]] = field(default_factory=list)
 
 
 def clearing_app(state: ClearingState) -> FastAPI:
@@ -230,9 +231,8 @@ def clearing_app(state: ClearingState) -> FastAPI:
         }
 
     @app.get("/internal/members/{member_id}/settlements")
-    async def member_settlements(
-        member_id: str, business_date: str | None = None
-    ) -> dict[str, Any]:
+    async def member_settlements(member_id: str, request: Request) -> dict[str, Any]:
+        state.statement_queries.append({"member_id": member_id, **request.query_params})
         return {"items": [], "next_cursor": None}
 
     @app.get("/internal/settlements/{day}/instructions")
