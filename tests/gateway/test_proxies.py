@@ -46,7 +46,9 @@ async def test_members_and_accounts_pass_through_with_the_partner(stack: Stack) 
     assert statements.status_code == 200
     calls = [c for c in stack.custody.calls if c[1].startswith(f"/internal/members/{mid}/")]
     assert all(c[2].get("partner_id") == partner.creds.partner_id for c in calls)
-    assert calls[-1][2]["business_date"] == "2026-11-20"
+    # Statements are clearing's; custody only confirmed the member is this partner's.
+    assert stack.clearing.statement_queries[-1]["member_id"] == mid
+    assert stack.clearing.statement_queries[-1]["business_date"] == "2026-11-20"
 
 
 async def test_a_downstream_that_fails_is_503(stack: Stack) -> None:
