@@ -279,8 +279,9 @@ class EodRunner:
         listings = await self.custody.listings()
         required = sorted(code for code, listed in listings.items() if listed <= business_date)
         async with unit_of_work(self.runtime.session_factory) as session:
-            rolls: dict[str, int] = dict(
-                (
+            rolls: dict[str, int] = {
+                r[0]: r[1]
+                for r in (
                     await session.execute(
                         text(
                             "SELECT instrument, stream_seq FROM clearing.day_rolls "
@@ -289,9 +290,10 @@ class EodRunner:
                         {"d": business_date},
                     )
                 ).tuples()
-            )
-            positions: dict[str, int] = dict(
-                (
+            }
+            positions: dict[str, int] = {
+                r[0]: r[1]
+                for r in (
                     await session.execute(
                         text(
                             "SELECT stream, contiguous_upto FROM clearing.inbox_stream "
@@ -300,7 +302,7 @@ class EodRunner:
                         {"c": INBOX_CONSUMER},
                     )
                 ).tuples()
-            )
+            }
         done = len(
             [c for c in required if c in rolls and positions.get(book_stream(c), 0) >= rolls[c]]
         )

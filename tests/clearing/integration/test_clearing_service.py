@@ -182,7 +182,7 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
     report = (await ex.clearing.get(f"/internal/settlements/{d}")).json()
     mine = {r["member_id"]: r for r in report["members"] if r["member_id"] in ids}
     for m in ids:
-        assert parse_fen(mine[m]["net_after_fees"]) == cash_change[m]
+        assert parse_fen(mine[m]["net_after_fees"], allow_negative=True) == cash_change[m]
     assert report["totals"]["trade_count"] == run["trade_count"] >= 8
     statement = (
         await ex.clearing.get(
@@ -234,7 +234,10 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
     r = await load(bank.statement(d, StatementInjection(master_offset_fen=123)))
     assert r["status"] == "breaks"
     assert r["total_sub"]["balanced"] is False
-    assert parse_fen(r["total_sub"]["master_value"]) - parse_fen(r["total_sub"]["sum_of_subs"]) == 123
+    assert (
+        parse_fen(r["total_sub"]["master_value"]) - parse_fen(r["total_sub"]["sum_of_subs"])
+        == 123
+    )
     assert r["total_total"]["balanced"] is False
     assert r["sub_sub"]["breaks"] == [] and r["movements"]["breaks"] == []
     assert (await ex.eod(d) or {})["status"] == "breaks"
