@@ -235,8 +235,7 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
     assert r["status"] == "breaks"
     assert r["total_sub"]["balanced"] is False
     assert (
-        parse_fen(r["total_sub"]["master_value"]) - parse_fen(r["total_sub"]["sum_of_subs"])
-        == 123
+        parse_fen(r["total_sub"]["master_value"]) - parse_fen(r["total_sub"]["sum_of_subs"]) == 123
     )
     assert r["total_total"]["balanced"] is False
     assert r["sub_sub"]["breaks"] == [] and r["movements"]["breaks"] == []
@@ -392,17 +391,16 @@ async def test_killed_clearing_resumes_and_settles_once(stack: Stack, engine: As
     d = await ex.business_date()
     clearing = stack.clearing
 
-    for crash_at in ("eod_after_roll", "eod_settle_before_record", "eod_after_instructions"):
-        await clearing.stop()
-        await clearing.start(EXCHANGE_CRASH_AT=crash_at)
-        try:
-            await ex.clearing.post("/internal/eod", json={"business_date": d.isoformat()})
-        except httpx.HTTPError:
-            pass  # the process died answering
-        code_ = await clearing.wait_exit(60)
-        assert code_ == -9, clearing.log_tail()
-        run = await ex.eod(d)
-        assert run is None  # the process is gone
+    # Killed right after the roll commits (answering the trigger), then on resuming: after
+    # custody applied the batch but before clearing recorded it, then after the file.
+    await clearing.stop()
+    await clearing.start(EXCHANGE_CRASH_AT="eod_after_roll")
+    with pytest.raises(httpx.HTTPError):
+        await ex.clearing.post("/internal/eod", json={"business_date": d.isoformat()})
+    assert await clearing.wait_exit(60) == -9, clearing.log_tail()
+    for crash_at in ("eod_settle_before_record", "eod_after_instructions"):
+        clearing.spawn(EXCHANGE_CRASH_AT=crash_at)
+        assert await clearing.wait_exit(60) == -9, clearing.log_tail()
     await clearing.start()
     run = await ex.wait_settled(d)
     assert run["trade_count"] == (await _trade_count(engine, d))
