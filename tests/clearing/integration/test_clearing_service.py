@@ -4,9 +4,13 @@ the roll, DAY expiry, and a clearing killed in the middle of its end-of-day run.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -76,6 +80,14 @@ async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack
         await broker.close()
 
 
+async def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "exchange_cli.main", *args]
+    environment = env.service_env(EXCHANGE_CLEARING_URL=stack.clearing.url)
+    return await asyncio.to_thread(
+        subprocess.run, command, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
 async def ledger_verified(engine: AsyncEngine) -> None:
     failed = [c for c in await run_checks(engine) if not c.ok]
     assert not failed, failed
@@ -132,7 +144,9 @@ async def test_fees_through_capture(stack: Stack) -> None:
 # ----------------------------------------------------------- a whole day, then the bank
 
 
-async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine) -> None:
+async def test_full_day_settles_and_reconciles(
+    stack: Stack, engine: AsyncEngine, tmp_path: Path
+) -> None:
     ex = stack.exchange
     codes = [await ex.product(), await ex.product()]
     members = [await ex.member() for _ in range(4)]
@@ -172,7 +186,8 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
         cash = await ex.cash(m)
         expected = deposits[m] + cash_change[m] - (withdrawn if m == ids[3] else 0)
         assert cash["settled"] == expected, m
-        assert cash["held"] == 0 and cash["pending_in"] == cash["pending_out"] == 0
+        assert cash["held"] == 0
+        assert cash["pending_in"] == cash["pending_out"] == 0
         holdings = await ex.holdings(m)
         for code in codes:
             want = before_units[m].get(code, 0) + unit_change[(m, code)]
@@ -208,7 +223,8 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
     assert loaded.status_code == 201, loaded.text
     body = loaded.json()
     assert body["status"] == "balanced", body
-    assert body["sub_sub"]["breaks"] == [] and body["movements"]["breaks"] == []
+    assert body["sub_sub"]["breaks"] == []
+    assert body["movements"]["breaks"] == []
     assert (await ex.eod(d) or {})["status"] == "reconciled"
     withdrawal = (
         await ex.custody.get(f"/internal/members/{ids[3]}/withdrawals/{withdrawal_id}")
@@ -238,7 +254,8 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
         parse_fen(r["total_sub"]["master_value"]) - parse_fen(r["total_sub"]["sum_of_subs"]) == 123
     )
     assert r["total_total"]["balanced"] is False
-    assert r["sub_sub"]["breaks"] == [] and r["movements"]["breaks"] == []
+    assert r["sub_sub"]["breaks"] == []
+    assert r["movements"]["breaks"] == []
     assert (await ex.eod(d) or {})["status"] == "breaks"
 
     # 分分: a sub-account the exchange does not know.
@@ -316,8 +333,14 @@ async def test_full_day_settles_and_reconciles(stack: Stack, engine: AsyncEngine
     ]
     assert r["total_total"]["balanced"] is False
 
-    # Every load is kept; the latest clean one makes the day reconciled again.
-    r = await load(clean)
+    # Every load is kept; the latest clean one (through `exchange recon load`) makes the
+    # day reconciled again.
+    path = tmp_path / "statement.csv"
+    path.write_text(clean)
+    loaded_cli = await run_cli(stack, "recon", "load", str(path), "--date", d.isoformat())
+    assert loaded_cli.returncode == 0, loaded_cli.stdout + loaded_cli.stderr
+    assert "balanced" in loaded_cli.stdout
+    r = (await ex.clearing.get(f"/internal/reconciliations/{d}")).json()
     assert r["status"] == "balanced"
     history = (await ex.clearing.get(f"/internal/reconciliations/{d}/history")).json()["items"]
     assert len(history) >= 8
@@ -369,7 +392,11 @@ async def test_trades_after_the_roll_and_day_expiry(stack: Stack, engine: AsyncE
     assert row["net_cash"] == format_fen(-PRICE * 10)
 
     d1 = d + timedelta(days=1)
-    await ex.run_eod(d1)
+    # Staff's command: `exchange eod run --date D` follows the run to the end.
+    done = await run_cli(stack, "eod", "run", "--date", d1.isoformat())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "settled" in done.stdout
+    assert (await ex.eod(d1) or {})["status"] == "settled"
     report1 = (await ex.clearing.get(f"/internal/settlements/{d1}")).json()
     row1 = next(r for r in report1["members"] if r["member_id"] == buyer)
     assert row1["net_cash"] == format_fen(-PRICE * 3)
