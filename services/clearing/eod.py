@@ -310,7 +310,14 @@ class EodRunner:
 
     async def _completeness(self, business_date: date) -> None:
         while True:
-            done, total = await self.complete_books(business_date)
+            try:
+                done, total = await self.complete_books(business_date)
+            except (ProblemError, CustodyRefused) as exc:
+                if isinstance(exc, CustodyRefused) and exc.status < 500:
+                    raise
+                log.info("custody unavailable; waiting", extra={"error": str(exc)})
+                await asyncio.sleep(self.settings.eod_poll_seconds)
+                continue
             await self._progress(business_date, done, total)
             if done == total:
                 break

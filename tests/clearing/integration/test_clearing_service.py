@@ -445,6 +445,43 @@ async def test_killed_clearing_resumes_and_settles_once(stack: Stack, engine: As
     await ledger_verified(engine)
 
 
+@pytest.mark.slow
+async def test_killed_custody_mid_batch_settles_once(stack: Stack, engine: AsyncEngine) -> None:
+    ex = stack.exchange
+    code = await ex.product()
+    seller, _ = await ex.member()
+    buyer, _ = await ex.member()
+    await ex.allocate(code, seller, 1_000)
+    await ex.deposit(buyer, 10_000_000)
+    await ex.submit(seller, code, "SELL", PRICE, 9)
+    await ex.submit(buyer, code, "BUY", PRICE, 9)
+    trades = await ex.wait_trades(code, 1)
+    d = await ex.business_date()
+    custody = stack.custody
+    await custody.stop()
+    await custody.start(EXCHANGE_CRASH_AT="settlement_mid_batch")
+    response = await ex.clearing.post("/internal/eod", json={"business_date": d.isoformat()})
+    assert response.status_code == 202
+    assert await custody.wait_exit(60) == -9, custody.log_tail()
+    run = await ex.eod(d)
+    assert run is not None
+    assert run["status"] == "running"  # clearing waits for custody
+    await custody.start()
+    await ex.wait_settled(d)
+    async with engine.connect() as conn:
+        entries = (
+            await conn.execute(
+                text("SELECT count(*) FROM custody.entries WHERE reference = :b"),
+                {"b": f"eod-{d}"},
+            )
+        ).scalar_one()
+    assert entries == 1
+    fee = recompute_fees(trades)[trades[0]["trade_id"]][0]
+    assert (await ex.cash(buyer))["settled"] == 10_000_000 - PRICE * 9 - fee
+    assert (await ex.holdings(buyer))[code] == 9
+    await ledger_verified(engine)
+
+
 async def _trade_count(engine: AsyncEngine, d: date) -> int:
     async with engine.connect() as conn:
         value = (
