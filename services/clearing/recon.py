@@ -3,6 +3,7 @@ kept for audit (every load), the run's status, and completed withdrawals."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.clearing import store
-from services.clearing.custody_client import CustodyClient
+from services.clearing.custody_client import CustodyClient, CustodyRefused
 from services.clearing.domain.bank_files import BankFileError, parse_statement
 from services.clearing.domain.model import Direction, MovementKind
 from services.clearing.domain.netting import (
@@ -28,6 +29,8 @@ from services.clearing.domain.reconciliation import (
 from shared.db import unit_of_work
 from shared.errors import ProblemError
 from shared.money import parse_fen
+
+log = logging.getLogger(__name__)
 
 SETTLED_STATUSES = ("settled", "reconciled", "breaks")
 
@@ -100,7 +103,12 @@ async def load_statement(
             str(exc),
             extra={"error": exc.code, "line": exc.line},
         ) from exc
-    side = await exchange_side(custody, business_date)
+    try:
+        side = await exchange_side(custody, business_date)
+    except CustodyRefused as exc:
+        raise ProblemError(
+            502, "CUSTODY_REFUSED", f"custody could not give the exchange side: {exc}"
+        ) from exc
     report = reconcile(business_date, side, statement)
     body = report.to_dict()
     broken = {(b.reference, b.account) for b in report.movements.breaks}
@@ -144,6 +152,12 @@ async def load_statement(
                 "movement_breaks": len(report.movements.breaks),
             },
         )
+    completed: list[str] = []
     for withdrawal_id in to_complete:
-        await custody.complete_withdrawal(withdrawal_id)
-    return {"reconciliation_id": reconciliation_id, **body}
+        try:
+            await custody.complete_withdrawal(withdrawal_id)
+            completed.append(withdrawal_id)
+        except (CustodyRefused, ProblemError):
+            # The report stands; loading the statement again completes what is left.
+            log.warning("withdrawal not completed", extra={"withdrawal_id": withdrawal_id})
+    return {"reconciliation_id": reconciliation_id, **body, "withdrawals_completed": completed}

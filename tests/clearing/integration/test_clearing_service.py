@@ -226,6 +226,7 @@ async def test_full_day_settles_and_reconciles(
     assert body["sub_sub"]["breaks"] == []
     assert body["movements"]["breaks"] == []
     assert (await ex.eod(d) or {})["status"] == "reconciled"
+    assert withdrawal_id in body["withdrawals_completed"]
     withdrawal = (
         await ex.custody.get(f"/internal/members/{ids[3]}/withdrawals/{withdrawal_id}")
     ).json()
