@@ -96,6 +96,23 @@ async def ledger_verified(engine: AsyncEngine) -> None:
 # --------------------------------------------------------------------------------- fees
 
 
+async def custody_business_date(engine: AsyncEngine) -> date:
+    async with engine.connect() as conn:
+        value = (
+            await conn.execute(text("SELECT business_date FROM custody.business_day WHERE id = 1"))
+        ).scalar_one()
+    assert isinstance(value, date)
+    return value
+
+
+async def test_business_date_starts_as_custodys(stack: Stack, engine: AsyncEngine) -> None:
+    response = await stack.exchange.clearing.get("/internal/business-date")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "open"
+    assert date.fromisoformat(body["business_date"]) == await custody_business_date(engine)
+
+
 async def test_fees_through_capture(stack: Stack) -> None:
     ex = stack.exchange
     code = await ex.product()
@@ -403,6 +420,11 @@ async def test_trades_after_the_roll_and_day_expiry(stack: Stack, engine: AsyncE
     assert row1["net_cash"] == format_fen(-PRICE * 3)
     assert (await ex.holdings(buyer))[code] == 13
     await ledger_verified(engine)
+
+    async def custody_follows() -> bool:
+        return await custody_business_date(engine) == await ex.business_date()
+
+    await wait_until(custody_follows, message="custody's business date follows clearing's")
 
 
 @pytest.mark.slow
