@@ -8,6 +8,7 @@ from rich.console import Console
 from banksim.cli import app as bank_simulator_app
 from exchange_cli import infra
 from exchange_cli.supervisor import run_services
+from services.clearing.cli import eod_app, recon_app
 from services.custody.cli import app as ledger_app
 from shared.config import CommonSettings
 from shared.migrations import ensure_database, upgrade_all
@@ -27,6 +28,8 @@ bank_app.add_typer(
 )
 app.add_typer(bank_app, name="bank")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(eod_app, name="eod")
+app.add_typer(recon_app, name="recon")
 
 console = Console(highlight=False)
 
