@@ -9,6 +9,7 @@ from banksim.cli import app as bank_simulator_app
 from exchange_cli import demo as demo_market
 from exchange_cli import infra
 from exchange_cli.supervisor import run_services
+from services.clearing.cli import eod_app, recon_app
 from services.custody.cli import app as ledger_app
 from services.gateway.settings import GatewaySettings
 from shared.config import CommonSettings
@@ -29,6 +30,8 @@ bank_app.add_typer(
 )
 app.add_typer(bank_app, name="bank")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(eod_app, name="eod")
+app.add_typer(recon_app, name="recon")
 
 console = Console(highlight=False)
 

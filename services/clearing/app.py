@@ -2,11 +2,23 @@
 
 from fastapi import FastAPI
 
+from services.clearing.capture import consumer_specs
+from services.clearing.eod import EodRunner
+from services.clearing.routes import router
+from services.clearing.settings import ClearingSettings
 from shared.app import create_service_app
-from shared.config import CommonSettings
 from shared.runtime import ServiceRuntime
 
 
-def create_app(settings: CommonSettings | None = None) -> FastAPI:
-    runtime = ServiceRuntime("clearing", settings or CommonSettings())
-    return create_service_app(runtime, title="Clearing")
+def create_app(settings: ClearingSettings | None = None) -> FastAPI:
+    settings = settings or ClearingSettings()
+    runner = EodRunner(settings)
+    runtime = ServiceRuntime(
+        "clearing",
+        settings,
+        consumers=consumer_specs(settings.matching_shards),
+        components=[runner],
+    )
+    app = create_service_app(runtime, title="Clearing", routers=[router])
+    app.state.eod_runner = runner
+    return app

@@ -2,6 +2,7 @@
 
 from fastapi import FastAPI
 
+from services.custody import clearing_feed
 from services.custody.consumers import consumer_specs
 from services.custody.routes import router
 from services.custody.settings import CustodySettings
@@ -15,4 +16,6 @@ def create_runtime(settings: CustodySettings | None = None) -> ServiceRuntime:
 
 
 def create_app(settings: CustodySettings | None = None) -> FastAPI:
-    return create_service_app(create_runtime(settings), title="Custody", routers=[router])
+    return create_service_app(
+        create_runtime(settings), title="Custody", routers=[router, clearing_feed.router]
+    )

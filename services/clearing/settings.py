@@ -1,0 +1,19 @@
+"""Clearing's settings (environment prefix ``EXCHANGE_``)."""
+
+from pydantic import Field
+
+from shared.config import CommonSettings
+
+
+class ClearingSettings(CommonSettings):
+    #: The exchange's fee income sub-account at the custody bank (custody uses the same).
+    fee_sub_account: str = "SUBFEE0001"
+    #: The bank's master account number.
+    master_account: str = "MASTER0001"
+    #: How often the end-of-day run polls while it waits (completeness, custody catching up).
+    eod_poll_seconds: float = Field(default=0.2, gt=0)
+    #: How long settlement retries custody's transient refusals (date still open, custody
+    #: not yet caught up with the day's trades) before the run is marked failed.
+    eod_settle_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: Timeout of one HTTP call to custody.
+    custody_timeout_seconds: float = Field(default=120.0, gt=0)
