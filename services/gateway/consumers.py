@@ -84,8 +84,13 @@ class _Orders:
 
 
 class ViewUpdater:
-    def __init__(self, on_commit: Callable[[PendingPushes], None]) -> None:
+    def __init__(
+        self,
+        on_commit: Callable[[PendingPushes], None],
+        on_instrument: Callable[[str], None] = lambda _: None,  # "" : the business date
+    ) -> None:
         self._on_commit = on_commit
+        self._on_instrument = on_instrument
 
     async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
         pushes = self._pushes(session)
@@ -102,8 +107,10 @@ class ViewUpdater:
             )
             if isinstance(data, dict) and isinstance(data.get("code"), str):
                 await repo.upsert_instrument(session, data)
+                self._on_instrument(data["code"])
         elif envelope.type == BUSINESS_DATE_ROLLED:
             await repo.set_business_date(session, str(payload["business_date"]), only_forward=True)
+            self._on_instrument("")
         else:
             log.debug("ignored message", extra={"type": envelope.type})
 
@@ -247,8 +254,10 @@ class ViewUpdater:
                 state = str(ev.get("state", "")).lower()
                 if state in BOOK_STATES:
                     await repo.set_instrument_state(session, instrument, state)
+                    self._on_instrument(instrument)
             elif kind == "DayRolled":
                 await repo.set_business_date(session, str(ev["business_date"]), only_forward=True)
+                self._on_instrument("")
         await self._save(session, loaded, envelope, pushes, callbacks)
         if book_moved:
             pushes.books.add(instrument)

@@ -31,7 +31,7 @@ EVENTS_QUEUE = "gateway.events"
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        updater = ViewUpdater(self._after_commit)
+        updater = ViewUpdater(self._after_commit, self._instrument_changed)
         queue = next(q for q in system_queues(settings.matching_shards) if q.name == EVENTS_QUEUE)
         self.runtime = GatewayRuntime(
             self, [ConsumerSpec("views", queue, updater.handle, max_batch=500)]
@@ -60,6 +60,9 @@ class Gateway:
 
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         return self.runtime.session_factory
+
+    def _instrument_changed(self, code: str) -> None:
+        self.refdata.forget_instrument(code)
 
     def _after_commit(self, pushes: PendingPushes) -> None:
         pushes.flush(self.hub)

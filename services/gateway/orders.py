@@ -1,6 +1,7 @@
 """Order entry: static validation, the ``pending_new`` view row and the command to
 custody, written in one transaction; cancels and amends the same way."""
 
+import zlib
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
@@ -30,9 +31,17 @@ def reject(code: str, detail: str) -> ProblemError:
     return ProblemError(422, code, detail)
 
 
-def command_stream(instrument: str) -> str:
-    """Commands about one product leave in one stream, in the order they were accepted."""
-    return f"gateway:{instrument}"
+#: Outbox streams of order commands. A stream's sequence counter is a row locked until
+#: its transaction commits, so one stream per product would serialise a busy product's
+#: orders; commands are spread over stripes by order id instead. Order is kept where it
+#: matters: a cancel or amend is written after its order committed, so it has a larger
+#: outbox id and the relay publishes it later.
+COMMAND_STRIPES = 64
+
+
+def command_stream(order_id: str) -> str:
+    """The outbox stream of an order's commands (all of one order's share one stream)."""
+    return f"gateway:orders:{zlib.crc32(order_id.encode()) % COMMAND_STRIPES}"
 
 
 def order_resource(row: Any) -> dict[str, Any]:
@@ -123,9 +132,17 @@ class OrderService:
                 )
 
     async def place(
-        self, session: AsyncSession, partner_id: str, body: OrderCreate
+        self,
+        session: AsyncSession,
+        partner_id: str,
+        body: OrderCreate,
+        *,
+        deferred: list[Draft] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """(202, the new order) or (200, the original order of this client_order_id)."""
+        """(202, the new order) or (200, the original order of this client_order_id).
+
+        With ``deferred``, the command is appended there for the caller to write to the
+        outbox last (a batch writes all its commands at once, just before committing)."""
         existing = await repo.get_order_by_client_id(session, partner_id, body.client_order_id)
         if existing is not None:
             return self._duplicate(existing, body)
@@ -148,7 +165,7 @@ class OrderService:
             "status": "pending_new",
             "reject_reason": None,
             "cancel_reason": None,
-            "business_date": await repo.get_business_date(session),
+            "business_date": await self.refdata.business_date(session),
             "created_at": now,
             "updated_at": now,
         }
@@ -168,11 +185,11 @@ class OrderService:
             "quantity": body.quantity,
             "time_in_force": body.time_in_force,
         }
-        await self.outbox.add(
-            session,
-            [Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(submit))],
-            stream=command_stream(body.instrument),
-        )
+        draft = Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(submit))
+        if deferred is not None:
+            deferred.append(draft)
+        else:
+            await self.outbox.add(session, [draft], stream=command_stream(order_id))
         return 202, order_resource(SimpleNamespace(**values))
 
     @staticmethod
@@ -202,7 +219,7 @@ class OrderService:
             await self.outbox.add(
                 session,
                 [Draft(ORDER_CANCEL, ORDER_CANCEL, dict(cancel))],
-                stream=command_stream(row.instrument),
+                stream=command_stream(order_id),
             )
             row = await repo.get_order(session, order_id)
             assert row is not None
@@ -238,7 +255,7 @@ class OrderService:
         await self.outbox.add(
             session,
             [Draft(ORDER_AMEND, ORDER_AMEND, dict(amend))],
-            stream=command_stream(row.instrument),
+            stream=command_stream(order_id),
         )
         await repo.update_order(session, order_id)
         return order_resource(row)

@@ -33,6 +33,7 @@ class Hub:
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
         self._depth_pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.depth_source: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
 
     def add(self, subscriber: Subscriber) -> None:
@@ -73,7 +74,9 @@ class Hub:
         ):
             return
         self._depth_pending.add(instrument)
-        asyncio.get_running_loop().create_task(self._push_depth(instrument))
+        task = asyncio.get_running_loop().create_task(self._push_depth(instrument))
+        self._tasks.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._tasks.discard)
 
     async def _push_depth(self, instrument: str) -> None:
         try:

@@ -218,14 +218,14 @@ async def test_cancel_amend_reject_expiry_and_day_roll(stack: Stack, producer: P
         },
     )
     await eventually(partner, day_order["order_id"], status="expired")
-    later = await place(partner, order(member, code))
-    assert later["business_date"] == "2099-01-02"
+
+    async def dated(day: str) -> bool:
+        return (await place(partner, order(member, code)))["business_date"] == day
+
+    await wait_until(lambda: dated("2099-01-02"), message="DayRolled applied")
     await producer.day_rolled("2099-01-02", "2099-01-03")
 
-    async def rolled() -> bool:
-        return (await place(partner, order(member, code)))["business_date"] == "2099-01-03"
-
-    await wait_until(rolled, message="business_date.rolled applied")
+    await wait_until(lambda: dated("2099-01-03"), message="business_date.rolled applied")
 
 
 async def test_halt_delist_and_instrument_updates_reach_order_entry(
