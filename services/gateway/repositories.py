@@ -209,6 +209,30 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> bool:
     return row is not None
 
 
+async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert order views; the ids inserted (a client_order_id already used is skipped)."""
+    result = await session.execute(
+        pg_insert(orders)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[orders.c.partner_id, orders.c.client_order_id])
+        .returning(orders.c.order_id)
+    )
+    return {row.order_id for row in result}
+
+
+async def get_orders_by_client_ids(
+    session: AsyncSession, partner_id: str, client_order_ids: set[str]
+) -> dict[str, Row[Any]]:
+    if not client_order_ids:
+        return {}
+    result = await session.execute(
+        select(orders).where(
+            orders.c.partner_id == partner_id, orders.c.client_order_id.in_(client_order_ids)
+        )
+    )
+    return {row.client_order_id: row for row in result}
+
+
 async def get_order_by_client_id(
     session: AsyncSession, partner_id: str, client_order_id: str
 ) -> Row[Any] | None:

@@ -1,13 +1,13 @@
 """Orders and trades (partner): entry, batch entry, queries, cancel and amend."""
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from services.gateway import repositories as repo
 from services.gateway.context import Gateway
-from services.gateway.orders import command_stream, order_resource
+from services.gateway.orders import order_resource
 from services.gateway.routes.common import (
     ID_PATTERN,
     PROBLEMS,
@@ -30,7 +30,6 @@ from services.gateway.schemas import (
 )
 from shared.clock import rfc3339
 from shared.errors import ProblemError
-from shared.messaging.outbox import Draft
 from shared.money import format_fen
 
 router = APIRouter(tags=["orders"], responses=PROBLEMS)
@@ -55,19 +54,9 @@ async def place_order(body: OrderCreate, gw: Gw, partner: Partner) -> Response:
 @router.post("/v1/orders/batch", status_code=202, response_model=BatchResult)
 async def place_orders(body: OrderBatch, gw: Gw, partner: Partner) -> Response:
     """Up to 100 orders; each result is the order or its problem, in order."""
-    results: list[dict[str, Any]] = []
-    drafts: list[Draft] = []
     async with gw.sessions()() as session, session.begin():
-        for item in body.orders:
-            try:
-                _, order = await gw.orders.place(session, partner.partner_id, item, deferred=drafts)
-                results.append(order)
-            except ProblemError as problem:
-                results.append(problem.to_dict())
-        if drafts:
-            # One stream for the batch's commands, written last: its counter is locked briefly.
-            first = str(drafts[0].payload["order_id"])
-            await gw.runtime.outbox.add(session, drafts, stream=command_stream(first))
+        answers = await gw.orders.place_many(session, partner.partner_id, body.orders)
+    results = [a.to_dict() if isinstance(a, ProblemError) else a[1] for a in answers]
     return json_response({"results": results}, 202)
 
 
