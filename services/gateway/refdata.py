@@ -133,7 +133,10 @@ class ReferenceData:
     async def _instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
         row = await repo.get_instrument(session, code)
         if row is not None:
-            return InstrumentRules.from_data(dict(row.data), row.state)
+            try:
+                return InstrumentRules.from_data(dict(row.data), row.state)
+            except ProblemError:
+                log.warning("incomplete cached product; asking custody", extra={"code": code})
         try:
             data = await self._downstream.custody.json("GET", f"/internal/instruments/{code}")
         except DownstreamProblem as problem:

@@ -115,15 +115,22 @@ async def list_audit(
 
 
 async def upsert_instrument(session: AsyncSession, data: dict[str, Any]) -> None:
+    """Record what custody says about a product. An update may carry only some fields
+    (a new holder count, a new reference price): they are merged into what is known,
+    and the state changes only when the update names one."""
     code = str(data["code"])
-    state = str(data.get("state") or "trading")
     now = utc_now()
-    stmt = pg_insert(instruments).values(code=code, state=state, data=data, updated_at=now)
+    stmt = pg_insert(instruments).values(
+        code=code, state=str(data.get("state") or "trading"), data=data, updated_at=now
+    )
+    set_: dict[str, Any] = {
+        "data": instruments.c.data.op("||")(stmt.excluded.data),
+        "updated_at": now,
+    }
+    if data.get("state"):
+        set_["state"] = stmt.excluded.state
     await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[instruments.c.code],
-            set_={"state": stmt.excluded.state, "data": stmt.excluded.data, "updated_at": now},
-        )
+        stmt.on_conflict_do_update(index_elements=[instruments.c.code], set_=set_)
     )
 
 

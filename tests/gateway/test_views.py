@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.gateway.auth import signature
@@ -229,7 +231,7 @@ async def test_cancel_amend_reject_expiry_and_day_roll(stack: Stack, producer: P
 
 
 async def test_halt_delist_and_instrument_updates_reach_order_entry(
-    stack: Stack, producer: Producer
+    stack: Stack, producer: Producer, engine: AsyncEngine
 ) -> None:
     code = await stack.new_instrument(**PERMISSIVE)
     partner = await stack.new_partner()
@@ -245,6 +247,22 @@ async def test_halt_delist_and_instrument_updates_reach_order_entry(
         return response.status_code == 422 and response.json()["code"] == "INSTRUMENT_NOT_TRADING"
 
     await wait_until(refused, message="halt seen by order entry")
+    # A partial update (the holder count) changes neither the state nor the other fields.
+    await producer.instrument_updated({"code": code, "holder_count": 3})
+
+    async def merged() -> bool:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT state, data FROM gateway.instruments WHERE code = :c"), {"c": code}
+                )
+            ).one()
+        return bool(
+            row.data.get("holder_count") == 3 and row.state == "halted" and row.data["tick_size"]
+        )
+
+    await wait_until(merged, message="the partial update merged")
+    assert await refused()
     instrument = {**stack.custody.instruments[code], "state": "trading", "reference_price": "50.00"}
     await producer.instrument_updated(instrument)
 
