@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIT_BODY_LIMIT = 8192
+#: The largest request body accepted (a batch of 100 orders is about 25 KB; bank statements
+#: for reconciliation are the big ones).
+MAX_BODY = 16 * 1024 * 1024
 
 
 def path_with_query(scope: Scope) -> str:
@@ -103,8 +106,17 @@ class GatewayMiddleware:
         if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        body, receive = await _buffer(receive)
         headers = header_map(scope)
+        try:
+            body, receive = await _buffer(receive)
+        except _TooLarge:
+            await send_problem(
+                send,
+                ProblemError(
+                    413, "PAYLOAD_TOO_LARGE", f"request bodies are limited to {MAX_BODY} bytes"
+                ),
+            )
+            return
         correlation_id = headers.get("x-correlation-id")
         if not correlation_id:
             # Chosen here so the answers this layer gives itself carry it too.
@@ -242,13 +254,22 @@ class GatewayMiddleware:
             log.exception("could not write the audit trail", extra={"path": target})
 
 
+class _TooLarge(Exception):
+    pass
+
+
 async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(bytes(message.get("body", b"")))
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)

@@ -336,3 +336,10 @@ async def test_concurrent_batches_sharing_client_order_ids_make_each_order_once(
             )
         ).scalar_one()
     assert submits == 30
+
+
+async def test_an_oversized_body_is_413(stack: Stack) -> None:
+    partner = await stack.new_partner()
+    huge = {"orders": [], "padding": "x" * (17 * 1024 * 1024)}
+    response = await partner.post("/v1/orders/batch", huge)
+    assert (response.status_code, response.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
