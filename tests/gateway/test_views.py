@@ -341,3 +341,40 @@ async def test_a_cancel_the_book_refused_may_be_sent_again(
         return [c["routing_key"] for c in commands].count("order.cancel") == 2
 
     await wait_until(resent, message="a second cancel after CancelRejected")
+
+
+async def test_a_second_gateway_instance_pushes_to_its_own_websocket_clients(
+    stack: Stack, producer: Producer
+) -> None:
+    """Only one instance consumes gateway.events; the pushes reach the others through
+    PostgreSQL, so a WebSocket client may connect to any instance."""
+    from services.gateway.app import create_app
+    from tests.gateway.support import RunningServer
+
+    second = RunningServer(create_app(stack.settings.model_copy()))
+    await second.start()
+    try:
+        code = await stack.new_instrument(**PERMISSIVE)
+        partner = await stack.new_partner()
+        member = await stack.new_member(partner)
+        resting = await place(partner, order(member, code))
+        other_stack = Stack(
+            second.url, stack.settings, stack.custody, stack.clearing, stack.http, {}
+        )
+        ws_gen = open_ws(other_stack, partner)
+        ws = await ws_gen.__anext__()
+        try:
+            await ws.send({"op": "subscribe", "channels": ["orders", f"trades:{code}"]})
+            await ws.wait_for(lambda m: m.get("type") == "subscribed", "subscription")
+            await producer.book(code, accepted(resting), rested(resting))
+            pushed = await ws.wait_for(
+                lambda m: (
+                    m.get("channel") == "orders" and m["data"]["order_id"] == resting["order_id"]
+                ),
+                "the order's update on the second instance",
+            )
+            assert pushed["data"]["status"] == "open"
+        finally:
+            await ws_gen.aclose()
+    finally:
+        await second.stop()
