@@ -4,7 +4,16 @@ from fastapi import FastAPI
 
 from services.gateway.context import Gateway
 from services.gateway.middleware import GatewayMiddleware
-from services.gateway.routes import admin, clearing, market, members, orders, reference, webhooks
+from services.gateway.routes import (
+    admin,
+    clearing,
+    console,
+    market,
+    members,
+    orders,
+    reference,
+    webhooks,
+)
 from services.gateway.settings import GatewaySettings
 from shared.app import create_service_app
 from shared.config import CommonSettings
@@ -33,6 +42,7 @@ def create_app(settings: CommonSettings | None = None) -> FastAPI:
             orders.router,
             market.router,
             webhooks.router,
+            console.router,
         ],
     )
     app.state.gateway = gateway
