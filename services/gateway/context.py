@@ -65,6 +65,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         #: Business dates clearing reported settled: final, so never asked again.
         self.settled_dates: set[date] = set()
+        #: Dates found unsettled, and until when that answer is trusted (monotonic time).
+        self.unsettled_until: dict[date, float] = {}
 
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         return self.runtime.session_factory

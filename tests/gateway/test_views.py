@@ -149,8 +149,12 @@ async def test_fills_fees_average_price_and_ioc_remainder(stack: Stack, producer
             ("maker", "sell", "2.00"),
         ]
         stack.clearing.settled.add(day)
-        settled = (await buyer_partner.get("/v1/trades", params={"business_date": day})).json()
-        assert {t["settlement_status"] for t in settled["items"]} == {"settled"}
+
+        async def settled() -> bool:
+            page = (await buyer_partner.get("/v1/trades", params={"business_date": day})).json()
+            return {t["settlement_status"] for t in page["items"]} == {"settled"}
+
+        await wait_until(settled, message="trades shown settled once clearing settled the day")
 
         pushed = await ws.wait_for(
             lambda m: (
