@@ -14,7 +14,8 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+import orjson
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 CANCEL_REASONS = {"USER", "IOC_REMAINDER", "FOK_UNFILLED", "SELF_TRADE_PREVENTED", "DELISTED"}
 BOOK_STATES = {"trading", "halted", "delisted"}
 _PUSHES = "gateway.pushes"
+#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+NOTIFY_LIMIT = 7900
 
 _write_order = (
     update(orders)
@@ -84,8 +87,16 @@ class _Orders:
 
 
 class ViewUpdater:
-    def __init__(self, on_commit: Callable[[PendingPushes], None]) -> None:
+    def __init__(
+        self,
+        on_commit: Callable[[PendingPushes], None],
+        on_instrument: Callable[[str], None] = lambda _: None,  # "" : the business date
+        *,
+        notify_channel: str | None = None,
+    ) -> None:
         self._on_commit = on_commit
+        self._on_instrument = on_instrument
+        self._notify_channel = notify_channel
 
     async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
         pushes = self._pushes(session)
@@ -102,10 +113,31 @@ class ViewUpdater:
             )
             if isinstance(data, dict) and isinstance(data.get("code"), str):
                 await repo.upsert_instrument(session, data)
+                self._on_instrument(data["code"])
         elif envelope.type == BUSINESS_DATE_ROLLED:
             await repo.set_business_date(session, str(payload["business_date"]), only_forward=True)
+            self._on_instrument("")
         else:
             log.debug("ignored message", extra={"type": envelope.type})
+        if self._notify_channel is not None:
+            await self._notify(session, pushes.drain())
+
+    async def _notify(self, session: AsyncSession, messages: list[dict[str, Any]]) -> None:
+        """Hand the pushes to every gateway instance; PostgreSQL delivers them on commit."""
+        payloads = []
+        for message in messages:
+            payload = orjson.dumps(message).decode()
+            if len(payload.encode()) < NOTIFY_LIMIT:
+                payloads.append(payload)
+            else:
+                log.warning(
+                    "websocket push too large for NOTIFY; dropped", extra={"kind": message["k"]}
+                )
+        if payloads:
+            await session.execute(
+                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
+                {"channel": self._notify_channel, "payloads": payloads},
+            )
 
     def _pushes(self, session: AsyncSession) -> PendingPushes:
         pushes = session.info.get(_PUSHES)
@@ -247,8 +279,10 @@ class ViewUpdater:
                 state = str(ev.get("state", "")).lower()
                 if state in BOOK_STATES:
                     await repo.set_instrument_state(session, instrument, state)
+                    self._on_instrument(instrument)
             elif kind == "DayRolled":
                 await repo.set_business_date(session, str(ev["business_date"]), only_forward=True)
+                self._on_instrument("")
         await self._save(session, loaded, envelope, pushes, callbacks)
         if book_moved:
             pushes.books.add(instrument)

@@ -6,6 +6,8 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
+import asyncpg
+import orjson
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,17 +23,23 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.webhooks import WebhookDeliverer
 from services.gateway.ws import Hub, PendingPushes
 from shared.contracts import system_queues
+from shared.db import asyncpg_dsn
 from shared.runtime import ConsumerSpec, ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 EVENTS_QUEUE = "gateway.events"
+WS_CHANNEL = "gateway_ws"
 
 
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        updater = ViewUpdater(self._after_commit)
+        updater = ViewUpdater(
+            self._after_commit,
+            self._instrument_changed,
+            notify_channel=WS_CHANNEL if settings.ws_fanout == "postgres" else None,
+        )
         queue = next(q for q in system_queues(settings.matching_shards) if q.name == EVENTS_QUEUE)
         self.runtime = GatewayRuntime(
             self, [ConsumerSpec("views", queue, updater.handle, max_batch=500)]
@@ -57,9 +65,14 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         #: Business dates clearing reported settled: final, so never asked again.
         self.settled_dates: set[date] = set()
+        #: Dates found unsettled, and until when that answer is trusted (monotonic time).
+        self.unsettled_until: dict[date, float] = {}
 
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         return self.runtime.session_factory
+
+    def _instrument_changed(self, code: str) -> None:
+        self.refdata.forget_instrument(code)
 
     def _after_commit(self, pushes: PendingPushes) -> None:
         pushes.flush(self.hub)
@@ -79,6 +92,8 @@ class Gateway:
             asyncio.create_task(self._load_reference_data(), name="gateway-refdata"),
             asyncio.create_task(self._purge_idempotency(), name="gateway-idempotency-purge"),
         ]
+        if self.settings.ws_fanout == "postgres":
+            self._tasks.append(asyncio.create_task(self._listen_pushes(), name="gateway-ws-listen"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -121,6 +136,38 @@ class Gateway:
             if not (instruments_done and date_done):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    async def _listen_pushes(self) -> None:
+        """Feed this instance's WebSocket subscribers from the view updater's NOTIFYs."""
+
+        def received(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            try:
+                self.hub.apply(orjson.loads(payload))
+            except Exception:
+                log.warning("unusable websocket push", exc_info=True)
+
+        dsn = asyncpg_dsn(self.settings.database_url)
+        while True:
+            try:
+                conn = await asyncpg.connect(dsn, timeout=5)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(WS_CHANNEL, received)
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("websocket push listener lost", exc_info=True)
+            finally:
+                if not conn.is_closed():
+                    await conn.close(timeout=2)
+            await asyncio.sleep(0.5)
 
     async def _purge_idempotency(self) -> None:
         while True:

@@ -64,6 +64,8 @@ class IdempotencyStore:
         deadline = time.monotonic() + self._wait
         delay = 0.01
         while True:
+            if time.monotonic() > deadline:
+                return Outcome("busy")
             now = utc_now()
             async with self._sessions()() as session, session.begin():
                 claimed = (
@@ -118,8 +120,6 @@ class IdempotencyStore:
                 ).first()
                 if taken is not None:
                     return Outcome("claimed")
-            if time.monotonic() > deadline:
-                return Outcome("busy")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 

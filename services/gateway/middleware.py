@@ -13,6 +13,7 @@ from services.gateway.auth import PRINCIPAL_KEY, PartnerPrincipal, Principal, St
 from services.gateway.idempotency import MAX_KEY_LENGTH, request_hash, should_record
 from services.gateway.repositories import insert_audit
 from shared.errors import ProblemError
+from shared.ids import new_id
 from shared.logging import correlation_id_var
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIT_BODY_LIMIT = 8192
+#: The largest request body accepted (a batch of 100 orders is about 25 KB; bank statements
+#: for reconciliation are the big ones).
+MAX_BODY = 16 * 1024 * 1024
 
 
 def path_with_query(scope: Scope) -> str:
@@ -102,15 +106,30 @@ class GatewayMiddleware:
         if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        body, receive = await _buffer(receive)
         headers = header_map(scope)
+        try:
+            body, receive = await _buffer(receive)
+        except _TooLarge:
+            await send_problem(
+                send,
+                ProblemError(
+                    413, "PAYLOAD_TOO_LARGE", f"request bodies are limited to {MAX_BODY} bytes"
+                ),
+            )
+            return
+        correlation_id = headers.get("x-correlation-id")
+        if not correlation_id:
+            # Chosen here so the answers this layer gives itself carry it too.
+            correlation_id = new_id("c")
+            scope["headers"] = [*scope["headers"], (b"x-correlation-id", correlation_id.encode())]
+        own = {"X-Correlation-Id": correlation_id[:128]}
         method = str(scope["method"]).upper()
         target = path_with_query(scope)
         gw = self.gateway
         try:
             principal = await gw.auth.authenticate(method, target, headers, body)
         except ProblemError as error:
-            await send_problem(send, error)
+            await send_problem(send, error, own)
             return
         extra: dict[str, str] = {}
         if isinstance(principal, PartnerPrincipal):
@@ -124,7 +143,7 @@ class GatewayMiddleware:
                 await send_problem(
                     send,
                     ProblemError(429, "RATE_LIMITED", "too many requests for this API key"),
-                    extra,
+                    {**extra, **own},
                 )
                 return
         scope[PRINCIPAL_KEY] = principal
@@ -133,7 +152,7 @@ class GatewayMiddleware:
         recorder = _Recorder(send, extra, hold=audited)
         key = headers.get("idempotency-key")
         if method == "POST" and key is not None and principal is not None:
-            await self._idempotent(scope, receive, recorder, principal, key, target, body)
+            await self._idempotent(scope, receive, recorder, principal, key, target, body, own)
         else:
             await self.app(scope, receive, recorder)
         if audited:
@@ -150,6 +169,7 @@ class GatewayMiddleware:
         key: str,
         target: str,
         body: bytes,
+        own: dict[str, str],
     ) -> None:
         """Run the request at most once per key (the recorder adds the rate-limit headers)."""
         if not key or len(key) > MAX_KEY_LENGTH:
@@ -158,7 +178,7 @@ class GatewayMiddleware:
                 "VALIDATION_FAILED",
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
             )
-            await send_problem(recorder, error)
+            await send_problem(recorder, error, own)
             return
         store = self.gateway.idempotency
         outcome = await store.claim(principal.scope, key, request_hash("POST", target, body))
@@ -166,7 +186,7 @@ class GatewayMiddleware:
             error = ProblemError(
                 422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with another request"
             )
-            await send_problem(recorder, error)
+            await send_problem(recorder, error, own)
             return
         if outcome.kind == "busy":
             error = ProblemError(
@@ -175,7 +195,7 @@ class GatewayMiddleware:
                 "a request with this Idempotency-Key is still being processed; retry later",
                 headers={"Retry-After": "1"},
             )
-            await send_problem(recorder, error)
+            await send_problem(recorder, error, own)
             return
         if outcome.kind == "replay":
             await send_raw(
@@ -183,7 +203,7 @@ class GatewayMiddleware:
                 outcome.status,
                 outcome.content_type,
                 outcome.body,
-                {"Idempotent-Replayed": "true"},
+                {**own, "Idempotent-Replayed": "true"},
             )
             return
         # Only the real caller's answer counts: a cancelled or failed request frees the key.
@@ -234,13 +254,22 @@ class GatewayMiddleware:
             log.exception("could not write the audit trail", extra={"path": target})
 
 
+class _TooLarge(Exception):
+    pass
+
+
 async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(bytes(message.get("body", b"")))
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)

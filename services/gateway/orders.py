@@ -1,11 +1,12 @@
 """Order entry: static validation, the ``pending_new`` view row and the command to
 custody, written in one transaction; cancels and amends the same way."""
 
-from datetime import date
+import zlib
+from collections.abc import Sequence
+from datetime import date, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import repositories as repo
@@ -30,9 +31,17 @@ def reject(code: str, detail: str) -> ProblemError:
     return ProblemError(422, code, detail)
 
 
-def command_stream(instrument: str) -> str:
-    """Commands about one product leave in one stream, in the order they were accepted."""
-    return f"gateway:{instrument}"
+#: Outbox streams of order commands. A stream's sequence counter is a row locked until
+#: its transaction commits, so one stream per product would serialise a busy product's
+#: orders; commands are spread over stripes by order id instead. Order is kept where it
+#: matters: a cancel or amend is written after its order committed, so it has a larger
+#: outbox id and the relay publishes it later.
+COMMAND_STRIPES = 64
+
+
+def command_stream(order_id: str) -> str:
+    """The outbox stream of an order's commands (all of one order's share one stream)."""
+    return f"gateway:orders:{zlib.crc32(order_id.encode()) % COMMAND_STRIPES}"
 
 
 def order_resource(row: Any) -> dict[str, Any]:
@@ -65,7 +74,7 @@ def order_resource(row: Any) -> dict[str, Any]:
     }
 
 
-def _same_content(row: Row[Any], body: OrderCreate) -> bool:
+def _same_content(row: Any, body: OrderCreate) -> bool:
     return (
         row.member_id == body.member_id
         and row.instrument == body.instrument
@@ -125,15 +134,71 @@ class OrderService:
     async def place(
         self, session: AsyncSession, partner_id: str, body: OrderCreate
     ) -> tuple[int, dict[str, Any]]:
-        """(202, the new order) or (200, the original order of this client_order_id)."""
-        existing = await repo.get_order_by_client_id(session, partner_id, body.client_order_id)
-        if existing is not None:
-            return self._duplicate(existing, body)
-        await self.validate(session, partner_id, body)
+        """(202, the new order) or (200, the original order of this client_order_id);
+        a static check that fails raises its problem."""
+        result = (await self.place_many(session, partner_id, [body]))[0]
+        if isinstance(result, ProblemError):
+            raise result
+        return result
+
+    async def place_many(
+        self, session: AsyncSession, partner_id: str, bodies: Sequence[OrderCreate]
+    ) -> list[tuple[int, dict[str, Any]] | ProblemError]:
+        """Each order's answer, in order, in a handful of statements whatever their number:
+        one read of earlier client_order_ids, one multi-row insert, one outbox write."""
+        earlier = await repo.get_orders_by_client_ids(
+            session, partner_id, {b.client_order_id for b in bodies}
+        )
+        business_date = await self.refdata.business_date(session)
         now = utc_now()
-        order_id = new_id("o")
-        values: dict[str, Any] = {
-            "order_id": order_id,
+        results: list[tuple[int, dict[str, Any]] | ProblemError] = []
+        fresh: dict[str, tuple[OrderCreate, dict[str, Any]]] = {}  # by client_order_id
+        for body in bodies:
+            try:
+                if body.client_order_id in earlier:
+                    results.append(self._duplicate(earlier[body.client_order_id], body))
+                    continue
+                if body.client_order_id in fresh:
+                    _, values = fresh[body.client_order_id]
+                    results.append(self._duplicate(SimpleNamespace(**values), body))
+                    continue
+                await self.validate(session, partner_id, body)
+            except ProblemError as problem:
+                results.append(problem)
+                continue
+            values = self._values(partner_id, body, business_date, now)
+            fresh[body.client_order_id] = (body, values)
+            results.append((202, order_resource(SimpleNamespace(**values))))
+        if not fresh:
+            return results
+        # Sorted, so two batches sharing client_order_ids wait for each other, never deadlock.
+        rows = sorted((v for _, v in fresh.values()), key=lambda v: str(v["client_order_id"]))
+        inserted = await repo.insert_orders(session, rows)
+        lost = {cid for cid, (_, v) in fresh.items() if v["order_id"] not in inserted}
+        if lost:
+            # Concurrent twins won these client_order_ids: answer with their orders.
+            winners = await repo.get_orders_by_client_ids(session, partner_id, lost)
+            for i, (body, result) in enumerate(zip(bodies, results, strict=True)):
+                if body.client_order_id in lost and isinstance(result, tuple):
+                    try:
+                        results[i] = self._duplicate(winners[body.client_order_id], body)
+                    except ProblemError as problem:
+                        results[i] = problem
+        drafts = [
+            Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(self._submit(partner_id, body, values)))
+            for cid, (body, values) in fresh.items()
+            if cid not in lost
+        ]
+        if drafts:
+            first = str(drafts[0].payload["order_id"])
+            await self.outbox.add(session, drafts, stream=command_stream(first))
+        return results
+
+    def _values(
+        self, partner_id: str, body: OrderCreate, business_date: date | None, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "order_id": new_id("o"),
             "partner_id": partner_id,
             "client_order_id": body.client_order_id,
             "member_id": body.member_id,
@@ -148,17 +213,15 @@ class OrderService:
             "status": "pending_new",
             "reject_reason": None,
             "cancel_reason": None,
-            "business_date": await repo.get_business_date(session),
+            "business_date": business_date,
             "created_at": now,
             "updated_at": now,
         }
-        if not await repo.insert_order(session, values):
-            # A concurrent twin won the unique (partner, client_order_id): answer with its order.
-            winner = await repo.get_order_by_client_id(session, partner_id, body.client_order_id)
-            assert winner is not None
-            return self._duplicate(winner, body)
-        submit: OrderSubmit = {
-            "order_id": order_id,
+
+    @staticmethod
+    def _submit(partner_id: str, body: OrderCreate, values: dict[str, Any]) -> OrderSubmit:
+        return {
+            "order_id": values["order_id"],
             "client_order_id": body.client_order_id,
             "partner_id": partner_id,
             "member_id": body.member_id,
@@ -168,15 +231,9 @@ class OrderService:
             "quantity": body.quantity,
             "time_in_force": body.time_in_force,
         }
-        await self.outbox.add(
-            session,
-            [Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(submit))],
-            stream=command_stream(body.instrument),
-        )
-        return 202, order_resource(SimpleNamespace(**values))
 
     @staticmethod
-    def _duplicate(existing: Row[Any], body: OrderCreate) -> tuple[int, dict[str, Any]]:
+    def _duplicate(existing: Any, body: OrderCreate) -> tuple[int, dict[str, Any]]:
         if _same_content(existing, body):
             return 200, order_resource(existing)
         raise ProblemError(
@@ -202,7 +259,7 @@ class OrderService:
             await self.outbox.add(
                 session,
                 [Draft(ORDER_CANCEL, ORDER_CANCEL, dict(cancel))],
-                stream=command_stream(row.instrument),
+                stream=command_stream(order_id),
             )
             row = await repo.get_order(session, order_id)
             assert row is not None
@@ -238,7 +295,7 @@ class OrderService:
         await self.outbox.add(
             session,
             [Draft(ORDER_AMEND, ORDER_AMEND, dict(amend))],
-            stream=command_stream(row.instrument),
+            stream=command_stream(order_id),
         )
         await repo.update_order(session, order_id)
         return order_resource(row)

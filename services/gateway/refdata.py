@@ -8,7 +8,9 @@ the first time they are seen (their partner, qualification and risk tolerance).
 
 import logging
 import re
+import time
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -88,15 +90,53 @@ def _tolerance(value: str) -> int:
 
 
 class ReferenceData:
-    def __init__(self, downstream: Downstream) -> None:
+    """Reads through two levels: a short-lived in-process copy (``ttl`` seconds, so a busy
+    gateway does not ask the database for the same product on every order) over the
+    ``gateway.instruments`` and ``gateway.members`` tables, over custody."""
+
+    MAX_MEMBERS = 100_000
+
+    def __init__(self, downstream: Downstream, *, ttl: float = 0.5) -> None:
         self._downstream = downstream
+        self._ttl = ttl
+        self._instruments: dict[str, tuple[float, InstrumentRules]] = {}
+        self._members: dict[str, MemberInfo] = {}
+        self._business_date: tuple[float, date | None] | None = None
+
+    def forget_instrument(self, code: str) -> None:
+        """Drop a product's in-process copy; "" drops the business date's."""
+        if code:
+            self._instruments.pop(code, None)
+        else:
+            self._business_date = None
+
+    async def business_date(self, session: AsyncSession) -> date | None:
+        now = time.monotonic()
+        if self._business_date is not None and self._business_date[0] > now:
+            return self._business_date[1]
+        value = await repo.get_business_date(session)
+        self._business_date = (now + self._ttl, value)
+        return value
 
     async def instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
         if not _CODE.match(code):
             return None
+        now = time.monotonic()
+        cached = self._instruments.get(code)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rules = await self._instrument(session, code)
+        if rules is not None:
+            self._instruments[code] = (now + self._ttl, rules)
+        return rules
+
+    async def _instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
         row = await repo.get_instrument(session, code)
         if row is not None:
-            return InstrumentRules.from_data(dict(row.data), row.state)
+            try:
+                return InstrumentRules.from_data(dict(row.data), row.state)
+            except ProblemError:
+                log.warning("incomplete cached product; asking custody", extra={"code": code})
         try:
             data = await self._downstream.custody.json("GET", f"/internal/instruments/{code}")
         except DownstreamProblem as problem:
@@ -114,6 +154,19 @@ class ReferenceData:
         """The partner's member, or None (unknown, or another partner's: never say which)."""
         if not _MEMBER_ID.match(member_id):
             return None
+        known = self._members.get(member_id)
+        if known is not None:
+            return known if known.partner_id == partner_id else None
+        found = await self._member(session, partner_id, member_id)
+        if found is not None:
+            if len(self._members) >= self.MAX_MEMBERS:
+                self._members.clear()
+            self._members[member_id] = found
+        return found
+
+    async def _member(
+        self, session: AsyncSession, partner_id: str, member_id: str
+    ) -> MemberInfo | None:
         row = await repo.get_member(session, member_id)
         if row is None:
             try:

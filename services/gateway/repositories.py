@@ -115,15 +115,22 @@ async def list_audit(
 
 
 async def upsert_instrument(session: AsyncSession, data: dict[str, Any]) -> None:
+    """Record what custody says about a product. An update may carry only some fields
+    (a new holder count, a new reference price): they are merged into what is known,
+    and the state changes only when the update names one."""
     code = str(data["code"])
-    state = str(data.get("state") or "trading")
     now = utc_now()
-    stmt = pg_insert(instruments).values(code=code, state=state, data=data, updated_at=now)
+    stmt = pg_insert(instruments).values(
+        code=code, state=str(data.get("state") or "trading"), data=data, updated_at=now
+    )
+    set_: dict[str, Any] = {
+        "data": instruments.c.data.op("||")(stmt.excluded.data),
+        "updated_at": now,
+    }
+    if data.get("state"):
+        set_["state"] = stmt.excluded.state
     await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[instruments.c.code],
-            set_={"state": stmt.excluded.state, "data": stmt.excluded.data, "updated_at": now},
-        )
+        stmt.on_conflict_do_update(index_elements=[instruments.c.code], set_=set_)
     )
 
 
@@ -207,6 +214,30 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> bool:
         )
     ).first()
     return row is not None
+
+
+async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert order views; the ids inserted (a client_order_id already used is skipped)."""
+    result = await session.execute(
+        pg_insert(orders)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[orders.c.partner_id, orders.c.client_order_id])
+        .returning(orders.c.order_id)
+    )
+    return {row.order_id for row in result}
+
+
+async def get_orders_by_client_ids(
+    session: AsyncSession, partner_id: str, client_order_ids: set[str]
+) -> dict[str, Row[Any]]:
+    if not client_order_ids:
+        return {}
+    result = await session.execute(
+        select(orders).where(
+            orders.c.partner_id == partner_id, orders.c.client_order_id.in_(client_order_ids)
+        )
+    )
+    return {row.client_order_id: row for row in result}
 
 
 async def get_order_by_client_id(

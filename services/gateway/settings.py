@@ -1,6 +1,7 @@
 """The gateway's settings: the common ones plus credentials, limits and delivery timings."""
 
 import logging
+from typing import Literal
 
 from pydantic import Field
 
@@ -37,6 +38,9 @@ class GatewaySettings(CommonSettings):
     webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: How WebSocket pushes reach every instance: through PostgreSQL NOTIFY, or only the
+    #: instance that consumes gateway.events.
+    ws_fanout: Literal["postgres", "local"] = "postgres"
     #: How long cached partner and staff credentials are trusted before re-reading them.
     credential_cache_seconds: float = Field(default=30.0, ge=0)
 

@@ -1,9 +1,10 @@
 """WebSocket fan-out: ``depth:{code}``, ``trades:{code}`` and a partner's own ``orders``.
 
-Fed by the view updater after each committed batch of events. The hub lives in the
-process that consumes ``gateway.events`` (the queue has a single active consumer), so
-with several gateway instances WebSocket clients should connect to that one; a shared
-fan-out (PostgreSQL LISTEN/NOTIFY) is the next step.
+Fed by the view updater. Only one gateway instance consumes ``gateway.events`` (single
+active consumer); with ``EXCHANGE_WS_FANOUT=postgres`` (the default) the updater sends
+its pushes with ``pg_notify`` in the same transaction as the view change, and every
+instance LISTENs and feeds its own subscribers, so a client may connect to any instance.
+With ``local`` the pushes go only to the consuming instance's subscribers, after commit.
 """
 
 import asyncio
@@ -33,6 +34,7 @@ class Hub:
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
         self._depth_pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.depth_source: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
 
     def add(self, subscriber: Subscriber) -> None:
@@ -63,6 +65,16 @@ class Hub:
             if subscriber.partner_id == partner_id and "orders" in subscriber.channels:
                 self._offer(subscriber, {"channel": "orders", "data": order})
 
+    def apply(self, message: dict[str, Any]) -> None:
+        """Deliver one push to this process's subscribers."""
+        kind = message.get("k")
+        if kind == "order":
+            self.publish_order(str(message["partner"]), message["data"])
+        elif kind == "trade":
+            self.publish(f"trades:{message['instrument']}", message["data"])
+        elif kind == "book":
+            self.book_changed(str(message["instrument"]))
+
     def book_changed(self, instrument: str) -> None:
         """Push a fresh depth snapshot to ``depth:{code}`` subscribers (coalesced)."""
         channel = f"depth:{instrument}"
@@ -73,7 +85,9 @@ class Hub:
         ):
             return
         self._depth_pending.add(instrument)
-        asyncio.get_running_loop().create_task(self._push_depth(instrument))
+        task = asyncio.get_running_loop().create_task(self._push_depth(instrument))
+        self._tasks.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._tasks.discard)
 
     async def _push_depth(self, instrument: str) -> None:
         try:
@@ -97,12 +111,19 @@ class PendingPushes:
         self.webhooks = False
 
     def flush(self, hub: Hub) -> None:
-        for partner_id, order in self.orders.values():
-            hub.publish_order(partner_id, order)
-        for instrument, trade in self.trades:
-            hub.publish(f"trades:{instrument}", trade)
-        for instrument in self.books:
-            hub.book_changed(instrument)
+        for message in self.drain():
+            hub.apply(message)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The pushes as messages (what goes through PostgreSQL in ``postgres`` fan-out)."""
+        messages: list[dict[str, Any]] = [
+            {"k": "order", "partner": partner_id, "data": order}
+            for partner_id, order in self.orders.values()
+        ]
+        messages += [{"k": "trade", "instrument": i, "data": trade} for i, trade in self.trades]
+        messages += [{"k": "book", "instrument": i} for i in sorted(self.books)]
+        self.orders, self.trades, self.books = {}, [], set()
+        return messages
 
 
 def channels_of(raw: Any) -> set[str]:

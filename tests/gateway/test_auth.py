@@ -154,3 +154,17 @@ async def test_staff_actions_are_in_the_audit_trail(stack: Stack) -> None:
     }
     eod = next(e for e in mine if e["path"] == "/v1/admin/eod")
     assert eod["request"] == {"business_date": "2026-11-20"}
+
+
+async def test_every_answer_carries_a_correlation_id(stack: Stack) -> None:
+    partner = await stack.new_partner()
+    rejected = await stack.http.get("/v1/orders")
+    assert rejected.headers["X-Correlation-Id"].startswith("c_")
+    mine = await partner.get("/v1/orders", headers={"X-Correlation-Id": "trace-123"})
+    assert mine.headers["X-Correlation-Id"] == "trace-123"
+    key = {"Idempotency-Key": "corr-" + partner.creds.partner_id, "X-Correlation-Id": "trace-9"}
+    body = {"url": "https://partner.example/cb", "events": ["order.updated"]}
+    await partner.post("/v1/webhooks", body, headers=key)
+    replay = await partner.post("/v1/webhooks", body, headers=key)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.headers["X-Correlation-Id"] == "trace-9"

@@ -305,3 +305,41 @@ async def test_order_list_pages_newest_first(stack: Stack) -> None:
     assert seen == list(reversed(ids))
     filtered = await partner.get("/v1/orders", params={"status": "filled", "member_id": member})
     assert filtered.json()["items"] == []
+
+
+async def test_concurrent_batches_sharing_client_order_ids_make_each_order_once(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    partner, member, code = await setup(stack)
+    bodies = [order(member, code) for _ in range(30)]
+    batches = [bodies, list(reversed(bodies)), bodies[10:] + bodies[:10]] * 3
+    answers = await asyncio.gather(
+        *(partner.post("/v1/orders/batch", {"orders": batch}) for batch in batches)
+    )
+    assert {a.status_code for a in answers} == {202}, [
+        a.text for a in answers if a.status_code != 202
+    ]
+    by_client_id: dict[str, set[str]] = {}
+    for answer in answers:
+        for result in answer.json()["results"]:
+            by_client_id.setdefault(result["client_order_id"], set()).add(result["order_id"])
+    assert len(by_client_id) == 30
+    assert all(len(ids) == 1 for ids in by_client_id.values())
+    async with engine.connect() as conn:
+        submits = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM gateway.outbox WHERE routing_key = 'order.submit'"
+                    " AND convert_from(body, 'UTF8') LIKE :member"
+                ),
+                {"member": f"%{member}%"},
+            )
+        ).scalar_one()
+    assert submits == 30
+
+
+async def test_an_oversized_body_is_413(stack: Stack) -> None:
+    partner = await stack.new_partner()
+    huge = {"orders": [], "padding": "x" * (17 * 1024 * 1024)}
+    response = await partner.post("/v1/orders/batch", huge)
+    assert (response.status_code, response.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.gateway.auth import signature
@@ -147,8 +149,12 @@ async def test_fills_fees_average_price_and_ioc_remainder(stack: Stack, producer
             ("maker", "sell", "2.00"),
         ]
         stack.clearing.settled.add(day)
-        settled = (await buyer_partner.get("/v1/trades", params={"business_date": day})).json()
-        assert {t["settlement_status"] for t in settled["items"]} == {"settled"}
+
+        async def settled() -> bool:
+            page = (await buyer_partner.get("/v1/trades", params={"business_date": day})).json()
+            return {t["settlement_status"] for t in page["items"]} == {"settled"}
+
+        await wait_until(settled, message="trades shown settled once clearing settled the day")
 
         pushed = await ws.wait_for(
             lambda m: (
@@ -218,18 +224,18 @@ async def test_cancel_amend_reject_expiry_and_day_roll(stack: Stack, producer: P
         },
     )
     await eventually(partner, day_order["order_id"], status="expired")
-    later = await place(partner, order(member, code))
-    assert later["business_date"] == "2099-01-02"
+
+    async def dated(day: str) -> bool:
+        return (await place(partner, order(member, code)))["business_date"] == day
+
+    await wait_until(lambda: dated("2099-01-02"), message="DayRolled applied")
     await producer.day_rolled("2099-01-02", "2099-01-03")
 
-    async def rolled() -> bool:
-        return (await place(partner, order(member, code)))["business_date"] == "2099-01-03"
-
-    await wait_until(rolled, message="business_date.rolled applied")
+    await wait_until(lambda: dated("2099-01-03"), message="business_date.rolled applied")
 
 
 async def test_halt_delist_and_instrument_updates_reach_order_entry(
-    stack: Stack, producer: Producer
+    stack: Stack, producer: Producer, engine: AsyncEngine
 ) -> None:
     code = await stack.new_instrument(**PERMISSIVE)
     partner = await stack.new_partner()
@@ -245,6 +251,22 @@ async def test_halt_delist_and_instrument_updates_reach_order_entry(
         return response.status_code == 422 and response.json()["code"] == "INSTRUMENT_NOT_TRADING"
 
     await wait_until(refused, message="halt seen by order entry")
+    # A partial update (the holder count) changes neither the state nor the other fields.
+    await producer.instrument_updated({"code": code, "holder_count": 3})
+
+    async def merged() -> bool:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT state, data FROM gateway.instruments WHERE code = :c"), {"c": code}
+                )
+            ).one()
+        return bool(
+            row.data.get("holder_count") == 3 and row.state == "halted" and row.data["tick_size"]
+        )
+
+    await wait_until(merged, message="the partial update merged")
+    assert await refused()
     instrument = {**stack.custody.instruments[code], "state": "trading", "reference_price": "50.00"}
     await producer.instrument_updated(instrument)
 
@@ -323,3 +345,40 @@ async def test_a_cancel_the_book_refused_may_be_sent_again(
         return [c["routing_key"] for c in commands].count("order.cancel") == 2
 
     await wait_until(resent, message="a second cancel after CancelRejected")
+
+
+async def test_a_second_gateway_instance_pushes_to_its_own_websocket_clients(
+    stack: Stack, producer: Producer
+) -> None:
+    """Only one instance consumes gateway.events; the pushes reach the others through
+    PostgreSQL, so a WebSocket client may connect to any instance."""
+    from services.gateway.app import create_app
+    from tests.gateway.support import RunningServer
+
+    second = RunningServer(create_app(stack.settings.model_copy()))
+    await second.start()
+    try:
+        code = await stack.new_instrument(**PERMISSIVE)
+        partner = await stack.new_partner()
+        member = await stack.new_member(partner)
+        resting = await place(partner, order(member, code))
+        other_stack = Stack(
+            second.url, stack.settings, stack.custody, stack.clearing, stack.http, {}
+        )
+        ws_gen = open_ws(other_stack, partner)
+        ws = await ws_gen.__anext__()
+        try:
+            await ws.send({"op": "subscribe", "channels": ["orders", f"trades:{code}"]})
+            await ws.wait_for(lambda m: m.get("type") == "subscribed", "subscription")
+            await producer.book(code, accepted(resting), rested(resting))
+            pushed = await ws.wait_for(
+                lambda m: (
+                    m.get("channel") == "orders" and m["data"]["order_id"] == resting["order_id"]
+                ),
+                "the order's update on the second instance",
+            )
+            assert pushed["data"]["status"] == "open"
+        finally:
+            await ws_gen.aclose()
+    finally:
+        await second.stop()

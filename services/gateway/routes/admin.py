@@ -137,6 +137,7 @@ async def create_instrument(
     if isinstance(data, dict) and isinstance(data.get("code"), str):
         async with gw.sessions()() as session, session.begin():
             await repo.upsert_instrument(session, data)
+        gw.refdata.forget_instrument(data["code"])
     return json_response(data, 201)
 
 
@@ -169,7 +170,7 @@ async def _control(gw: Gateway, code: str, action: str) -> Response:
             await gw.runtime.outbox.add(
                 session,
                 [Draft(INSTRUMENT_CONTROL, INSTRUMENT_CONTROL, dict(control))],
-                stream=f"gateway:{code}",
+                stream=f"gateway:control:{code}",
             )
         deadline = time.monotonic() + gw.settings.control_wait_seconds
         while time.monotonic() < deadline:
@@ -183,6 +184,7 @@ async def _control(gw: Gateway, code: str, action: str) -> Response:
     if target != "trading" or current.get("state") == target:
         async with gw.sessions()() as session, session.begin():
             await repo.upsert_instrument(session, instrument)
+        gw.refdata.forget_instrument(code)
     return json_response(instrument)
 
 

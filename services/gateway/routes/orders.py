@@ -1,7 +1,8 @@
 """Orders and trades (partner): entry, batch entry, queries, cancel and amend."""
 
+import time
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
@@ -35,6 +36,7 @@ from shared.money import format_fen
 router = APIRouter(tags=["orders"], responses=PROBLEMS)
 
 SETTLED_EOD_STATUSES = {"settled", "reconciled", "breaks"}
+UNSETTLED_RECHECK_SECONDS = 2.0
 
 
 @router.post(
@@ -54,14 +56,9 @@ async def place_order(body: OrderCreate, gw: Gw, partner: Partner) -> Response:
 @router.post("/v1/orders/batch", status_code=202, response_model=BatchResult)
 async def place_orders(body: OrderBatch, gw: Gw, partner: Partner) -> Response:
     """Up to 100 orders; each result is the order or its problem, in order."""
-    results: list[dict[str, Any]] = []
     async with gw.sessions()() as session, session.begin():
-        for item in body.orders:
-            try:
-                _, order = await gw.orders.place(session, partner.partner_id, item)
-                results.append(order)
-            except ProblemError as problem:
-                results.append(problem.to_dict())
+        answers = await gw.orders.place_many(session, partner.partner_id, body.orders)
+    results = [a.to_dict() if isinstance(a, ProblemError) else a[1] for a in answers]
     return json_response({"results": results}, 202)
 
 
@@ -121,15 +118,23 @@ async def amend_order(order_id: OrderId, body: OrderAmend, gw: Gw, partner: Part
 
 
 async def _settled_dates(gw: Gateway, dates: set[date]) -> set[date]:
+    """Which of these business dates clearing has settled. A settled date is final and
+    remembered; an unsettled one is asked again after a few seconds, not on every call."""
     settled = {d for d in dates if d in gw.settled_dates}
+    now = time.monotonic()
     for day in dates - settled:
+        if gw.unsettled_until.get(day, 0.0) > now:
+            continue
         try:
             run = await gw.downstream.clearing.json("GET", f"/internal/eod/{day.isoformat()}")
         except ProblemError:
-            continue
+            run = None
         if isinstance(run, dict) and run.get("status") in SETTLED_EOD_STATUSES:
             gw.settled_dates.add(day)
+            gw.unsettled_until.pop(day, None)
             settled.add(day)
+        else:
+            gw.unsettled_until[day] = now + UNSETTLED_RECHECK_SECONDS
     return settled
 
 
