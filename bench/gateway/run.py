@@ -141,7 +141,7 @@ async def main(args: argparse.Namespace) -> None:
         EXCHANGE_RATE_LIMIT_BURST="1000000",
         EXCHANGE_DB_POOL_SIZE="20",
     )
-    gateway = subprocess.Popen(  # noqa: ASYNC220 (started once, before any load)
+    gateway = subprocess.Popen(
         [
             sys.executable,
             "-m",
