@@ -84,7 +84,14 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack]:
+def gateway_namespace(broker_namespace: str) -> str:
+    """The gateway tests' own broker namespace: other suites' leftovers (a business-date
+    roll, book events) must not reach the gateway under test."""
+    return f"{broker_namespace}.gw"
+
+
+@pytest.fixture(scope="session")
+async def stack(database_url: str, gateway_namespace: str) -> AsyncIterator[Stack]:
     custody_state = CustodyState()
     clearing_state = ClearingState()
     custody = RunningServer(custody_app(custody_state))
@@ -95,7 +102,7 @@ async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack
     settings = GatewaySettings(
         database_url=database_url,
         amqp_url=env.AMQP_URL,
-        broker_prefix=broker_namespace,
+        broker_prefix=gateway_namespace,
         log_format="console",
         log_level="WARNING",
         admin_token=ADMIN_TOKEN,
@@ -131,11 +138,11 @@ async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack
 
 
 @pytest.fixture(scope="session")
-async def broker(stack: Stack, broker_namespace: str) -> AsyncIterator[Broker]:
-    """A publisher standing in for matching and custody on this run's broker namespace."""
+async def broker(stack: Stack, gateway_namespace: str) -> AsyncIterator[Broker]:
+    """A publisher standing in for matching and custody on the gateway tests' namespace."""
     broker = Broker(
         env.AMQP_URL,
-        Topology(broker_namespace),
+        Topology(gateway_namespace),
         connection_name="gateway-tests",
         prefetch=10,
         queues=system_queues(),

@@ -13,7 +13,7 @@ from tests.support.wait import wait_until
 
 
 async def test_submit_cancel_and_amend_are_published_in_order(
-    stack: Stack, broker_namespace: str
+    stack: Stack, gateway_namespace: str
 ) -> None:
     connection = await aio_pika.connect(env.AMQP_URL)
     async with connection:
@@ -21,7 +21,7 @@ async def test_submit_cancel_and_amend_are_published_in_order(
         # A private queue bound like custody.commands, so this test sees what custody would.
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         for key in ("order.submit", "order.cancel", "order.amend", "instrument.control"):
-            await queue.bind(f"{broker_namespace}.events", routing_key=key)
+            await queue.bind(f"{gateway_namespace}.events", routing_key=key)
         seen: list[tuple[str, Envelope]] = []
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
