@@ -28,7 +28,7 @@ from shared.db import asyncpg_dsn
 from shared.messaging.broker import Broker
 from shared.messaging.topology import Topology
 from shared.migrations import ensure_database, upgrade_all
-from tests.conftest import delete_broker_namespace
+from tests.support.broker_admin import delete_broker_namespace
 from tests.gateway.events import Producer, accepted, filled, rested, trade
 from tests.gateway.stubs import ClearingState, CustodyState, clearing_app, custody_app, matching_app
 from tests.gateway.support import (
