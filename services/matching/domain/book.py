@@ -79,6 +79,8 @@ _USER = Reason.USER
 #: Times in force whose remainder rests in the book.
 _RESTING_TIFS = (GTC, DAY)
 #: A level compacts its queue when it holds more dead entries than this and than live ones.
+#: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
+#: none: the total doubles as the emptiness test.)
 _COMPACT_MIN_DEAD = 16
 
 
@@ -229,7 +231,7 @@ class OrderBook:
         for side in (BUY, SELL):
             book = self._levels[side]
             for key in reversed(self._keys[side]):
-                for order in book[key][3]:
+                for order in book[key][2]:
                     if order[5]:
                         yield order
 
@@ -274,12 +276,11 @@ class OrderBook:
                     if level is None:
                         queue: deque[Order] = deque()
                         queue.append(order)
-                        self._bid_levels[price_fen] = [quantity, 1, 0, queue]
+                        self._bid_levels[price_fen] = [quantity, 0, queue]
                         insort(self._bid_keys, price_fen)
                     else:
-                        level[3].append(order)
+                        level[2].append(order)
                         level[0] += quantity
-                        level[1] += 1
                     self._orders[order_id] = order
                     self._seq = seq + 1
                     return [
@@ -298,12 +299,11 @@ class OrderBook:
                     if level is None:
                         queue = deque()
                         queue.append(order)
-                        self._ask_levels[key] = [quantity, 1, 0, queue]
+                        self._ask_levels[key] = [quantity, 0, queue]
                         insort(self._ask_keys, key)
                     else:
-                        level[3].append(order)
+                        level[2].append(order)
                         level[0] += quantity
-                        level[1] += 1
                     self._orders[order_id] = order
                     self._seq = seq + 1
                     return [
@@ -365,19 +365,18 @@ class OrderBook:
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
-                queue = level[3]
+                queue = level[2]
                 level_price = -key if taker_buy else key
                 total = level[0]
-                live = level[1]
-                dead = level[2]
-                # A level in the book has at least one live order, so this loop ends
-                # on a fill that empties the taker or the level, or on an own order.
+                # A level in the book has at least one live order (total > 0), so this
+                # loop ends on a fill that empties the taker or the level, or on an own
+                # order. Inactive entries met at the head are dropped.
                 while True:
                     maker = queue[0]
                     maker_remaining = maker[5]
                     if not maker_remaining:
                         queue.popleft()
-                        dead -= 1
+                        level[1] -= 1
                         continue
                     if maker[1] == member_id:
                         self_trade = True
@@ -423,8 +422,6 @@ class OrderBook:
                         break
                     # The maker is filled completely and leaves the book.
                     queue.popleft()
-                    maker[5] = 0
-                    live -= 1
                     total -= maker_remaining
                     remaining -= maker_remaining
                     del orders[maker_id]
@@ -448,12 +445,10 @@ class OrderBook:
                     )
                     seq += 1
                     append(new(OrderFilled, (seq, maker_id, maker[4], 0, FILLED)))
-                    if not live or not remaining:
+                    if not total or not remaining:
                         break
-                if live:
+                if total:
                     level[0] = total
-                    level[1] = live
-                    level[2] = dead
                 else:
                     del opp_levels[key]
                     opp_keys.pop()
@@ -538,11 +533,10 @@ class OrderBook:
         level = book.get(key)
         if level is None:
             queue: deque[Order] = deque()
-            level = book[key] = [0, 0, 0, queue]
+            level = book[key] = [0, 0, queue]
             insort(keys, key)
-        level[3].append(order)
+        level[2].append(order)
         level[0] += order[5]
-        level[1] += 1
         self._orders[order[0]] = order
 
     def _unlink(self, order: Order) -> None:
@@ -556,14 +550,13 @@ class OrderBook:
             book = self._ask_levels
             keys = self._ask_keys
         level = book[key]
-        level[0] -= order[5]
+        total = level[0] - order[5]
         order[5] = 0
-        live = level[1] - 1
-        if live:
-            level[1] = live
-            dead = level[2] + 1
-            level[2] = dead
-            if dead > _COMPACT_MIN_DEAD and dead > live:
+        if total:
+            level[0] = total
+            dead = level[1] + 1
+            level[1] = dead
+            if dead > _COMPACT_MIN_DEAD and dead + dead > len(level[2]):
                 _compact(level)
         else:
             del book[key]
@@ -590,13 +583,13 @@ class OrderBook:
             key = -order[3]
             book = self._ask_levels
         level = book[key]
-        live = level[1] - 1
-        if live:
-            level[0] -= remaining
-            level[1] = live
-            dead = level[2] + 1
-            level[2] = dead
-            if dead > 16 and dead > live:  # 16: _COMPACT_MIN_DEAD
+        total = level[0] - remaining
+        if total:
+            level[0] = total
+            dead = level[1] + 1
+            level[1] = dead
+            # 16 is _COMPACT_MIN_DEAD; the queue holds the live and the dead entries.
+            if dead > 16 and dead + dead > len(level[2]):
                 _compact(level)
         else:
             del book[key]
@@ -785,7 +778,7 @@ def _fok_fillable(
     for key in reversed(keys):
         if key < limit_key:
             return False
-        for order in levels[key][3]:
+        for order in levels[key][2]:
             if not order[5]:
                 continue
             if order[1] == member_id:
@@ -802,8 +795,8 @@ _by_priority = itemgetter(7)
 
 def _compact(level: Level) -> None:
     """Drop the inactive entries of a level's queue, keeping the order of the rest."""
-    level[3] = deque([o for o in level[3] if o[5]])
-    level[2] = 0
+    level[2] = deque([o for o in level[2] if o[5]])
+    level[1] = 0
 
 
 def _band_ok(low: int, high: int, tick: int) -> bool:

@@ -10,9 +10,9 @@ priority]``: ``remaining`` drops to 0 when the order is filled, cancelled or exp
 such an entry is no longer open and is skipped (lazily removed) in its level queue.
 ``priority`` is the sequence number of the order's acceptance (lower is earlier).
 
-Level record ``[total, live, dead, queue]``: ``total`` is the sum of the remaining
-quantity of the live orders, ``live`` their number, ``dead`` the number of inactive
-entries still in ``queue`` (a ``deque`` of order records in time priority).
+Level record ``[total, dead, queue]``: ``total`` is the sum of the remaining quantity
+of the live orders (so it is 0 exactly when the level has none), ``dead`` the number of
+inactive entries still in ``queue`` (a ``deque`` of order records in time priority).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ Level = list[Any]
 # constant index is cheaper than a global lookup); these names document them.
 O_ID, O_MEMBER, O_SIDE, O_PRICE, O_QTY, O_REMAINING, O_TIF, O_PRIORITY = range(8)
 # Indices into a level record.
-L_TOTAL, L_LIVE, L_DEAD, L_QUEUE = range(4)
+L_TOTAL, L_DEAD, L_QUEUE = range(3)
 
 
 class OrderView(NamedTuple):
