@@ -8,9 +8,12 @@ Data layout, chosen for the hot path:
   minus the price for asks, so that on both sides the best level has the largest key.
 * ``_keys[side]`` is the ascending list of those keys (``bisect``), best level last:
   reading, removing and adding the best level are O(1) at the end of a list.
-* Each level holds a ``deque`` in time priority. A cancel sets the order's remaining to 0 in
-  O(1) and the entry is dropped lazily when it reaches the head of its queue (or when
-  a level compacts itself because more than half of its entries are dead).
+* A level record is itself the FIFO: a list ``[total, dead, head, order, order, ...]``
+  in time priority, ``head`` the index of its first entry still in play (a new level is
+  one list display; no deque). A cancel sets the order's remaining to 0 in O(1) and the
+  entry is skipped lazily when it reaches the head (or dropped when the level compacts
+  itself because more than half of its entries are dead); matching advances ``head``
+  and trims the consumed prefix once it is long.
 * The hot paths (the resting fast path of ``submit``, ``_match``, ``cancel``) are
   written out with local variables and literal record indices on purpose: each
   attribute lookup or call saved is a measurable share of a ~1 µs command.
@@ -25,7 +28,6 @@ import datetime
 import hashlib
 import json
 from bisect import bisect_left, insort
-from collections import deque
 from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any
@@ -231,7 +233,8 @@ class OrderBook:
         for side in (BUY, SELL):
             book = self._levels[side]
             for key in reversed(self._keys[side]):
-                for order in book[key][2]:
+                level = book[key]
+                for order in level[level[2] :]:
                     if order[5]:
                         yield order
 
@@ -274,12 +277,10 @@ class OrderBook:
                     order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
                     level = self._bid_levels.get(price_fen)
                     if level is None:
-                        queue: deque[Order] = deque()
-                        queue.append(order)
-                        self._bid_levels[price_fen] = [quantity, 0, queue]
+                        self._bid_levels[price_fen] = [quantity, 0, 3, order]
                         insort(self._bid_keys, price_fen)
                     else:
-                        level[2].append(order)
+                        level.append(order)
                         level[0] += quantity
                     self._orders[order_id] = order
                     self._seq = seq + 1
@@ -297,12 +298,10 @@ class OrderBook:
                     key = -price_fen
                     level = self._ask_levels.get(key)
                     if level is None:
-                        queue = deque()
-                        queue.append(order)
-                        self._ask_levels[key] = [quantity, 0, queue]
+                        self._ask_levels[key] = [quantity, 0, 3, order]
                         insort(self._ask_keys, key)
                     else:
-                        level[2].append(order)
+                        level.append(order)
                         level[0] += quantity
                     self._orders[order_id] = order
                     self._seq = seq + 1
@@ -365,17 +364,17 @@ class OrderBook:
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
-                queue = level[2]
+                head = level[2]
                 level_price = -key if taker_buy else key
                 total = level[0]
                 # A level in the book has at least one live order (total > 0), so this
                 # loop ends on a fill that empties the taker or the level, or on an own
                 # order. Inactive entries met at the head are dropped.
                 while True:
-                    maker = queue[0]
+                    maker = level[head]
                     maker_remaining = maker[5]
                     if not maker_remaining:
-                        queue.popleft()
+                        head += 1
                         level[1] -= 1
                         continue
                     if maker[1] == member_id:
@@ -421,7 +420,7 @@ class OrderBook:
                         remaining = 0
                         break
                     # The maker is filled completely and leaves the book.
-                    queue.popleft()
+                    head += 1
                     total -= maker_remaining
                     remaining -= maker_remaining
                     del orders[maker_id]
@@ -449,6 +448,11 @@ class OrderBook:
                         break
                 if total:
                     level[0] = total
+                    if head > 35 and head + head > len(level):
+                        # Trim a long consumed prefix (entries 3..head-1).
+                        del level[3:head]
+                        head = 3
+                    level[2] = head
                 else:
                     del opp_levels[key]
                     opp_keys.pop()
@@ -532,10 +536,9 @@ class OrderBook:
             keys = self._ask_keys
         level = book.get(key)
         if level is None:
-            queue: deque[Order] = deque()
-            level = book[key] = [0, 0, queue]
+            level = book[key] = [0, 0, 3]
             insort(keys, key)
-        level[2].append(order)
+        level.append(order)
         level[0] += order[5]
         self._orders[order[0]] = order
 
@@ -556,7 +559,7 @@ class OrderBook:
             level[0] = total
             dead = level[1] + 1
             level[1] = dead
-            if dead > _COMPACT_MIN_DEAD and dead + dead > len(level[2]):
+            if dead > _COMPACT_MIN_DEAD and dead + dead > len(level) - level[2]:
                 _compact(level)
         else:
             del book[key]
@@ -588,8 +591,8 @@ class OrderBook:
             level[0] = total
             dead = level[1] + 1
             level[1] = dead
-            # 16 is _COMPACT_MIN_DEAD; the queue holds the live and the dead entries.
-            if dead > 16 and dead + dead > len(level[2]):
+            # 16 is _COMPACT_MIN_DEAD; from head on, the level holds live and dead entries.
+            if dead > 16 and dead + dead > len(level) - level[2]:
                 _compact(level)
         else:
             del book[key]
@@ -778,7 +781,8 @@ def _fok_fillable(
     for key in reversed(keys):
         if key < limit_key:
             return False
-        for order in levels[key][2]:
+        level = levels[key]
+        for order in level[level[2] :]:
             if not order[5]:
                 continue
             if order[1] == member_id:
@@ -795,8 +799,9 @@ _by_priority = itemgetter(7)
 
 def _compact(level: Level) -> None:
     """Drop the inactive entries of a level's queue, keeping the order of the rest."""
-    level[2] = deque([o for o in level[2] if o[5]])
+    level[3:] = [o for o in level[level[2] :] if o[5]]
     level[1] = 0
+    level[2] = 3
 
 
 def _band_ok(low: int, high: int, tick: int) -> bool:

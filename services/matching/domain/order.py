@@ -10,9 +10,11 @@ priority]``: ``remaining`` drops to 0 when the order is filled, cancelled or exp
 such an entry is no longer open and is skipped (lazily removed) in its level queue.
 ``priority`` is the sequence number of the order's acceptance (lower is earlier).
 
-Level record ``[total, dead, queue]``: ``total`` is the sum of the remaining quantity
-of the live orders (so it is 0 exactly when the level has none), ``dead`` the number of
-inactive entries still in ``queue`` (a ``deque`` of order records in time priority).
+Level record ``[total, dead, head, order, order, ...]``: the level's orders in time
+priority from index 3 on; ``head`` is the index of the first entry still in play
+(entries before it were consumed by matching); ``total`` is the sum of the remaining
+quantity of the live orders (so it is 0 exactly when the level has none); ``dead`` is
+the number of inactive (cancelled) entries at or after ``head``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ Level = list[Any]
 # constant index is cheaper than a global lookup); these names document them.
 O_ID, O_MEMBER, O_SIDE, O_PRICE, O_QTY, O_REMAINING, O_TIF, O_PRIORITY = range(8)
 # Indices into a level record.
-L_TOTAL, L_DEAD, L_QUEUE = range(3)
+L_TOTAL, L_DEAD, L_HEAD, L_FIRST = range(4)
 
 
 class OrderView(NamedTuple):
