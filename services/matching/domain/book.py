@@ -17,8 +17,7 @@ Data layout, chosen for the hot path:
 * The hot paths (the resting fast path of ``submit``, ``_match``, ``cancel``) are
   written out with local variables and literal record indices on purpose: each
   attribute lookup or call saved is a measurable share of a ~1 µs command.
-* ``_orders`` maps an order id to its open order; ``_final`` (split in 256 dicts by
-  hash, see ``_FINAL_SHARDS``) maps the ids of orders
+* ``_orders`` maps an order id to its open order; ``_final`` maps the ids of orders
   that became final during the current business day to their final status, so a
   reused id is refused and a late cancel is told ``ORDER_FINAL``.
 """
@@ -85,13 +84,6 @@ _RESTING_TIFS = (GTC, DAY)
 #: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
 #: none: the total doubles as the emptiness test.)
 _COMPACT_MIN_DEAD = 16
-#: The day's final-status index is split into this many dicts by ``hash(order_id)``. It
-#: grows with the day's orders, and a CPython dict resize rehashes the whole dict in one
-#: go: one dict stalled the command that grew it for ~60 ms at 0.7 M ids and ~270 ms at
-#: 2.8 M (measured here); 256 shards each resize 1/256 as much (< 10 ms at 2.8 M ids).
-#: The hot paths spell the mask as the literal 255.
-_FINAL_SHARDS = 256
-_FINAL_MASK = _FINAL_SHARDS - 1
 
 
 class BookConfigError(ValueError):
@@ -162,7 +154,7 @@ class OrderBook:
         self._bid_keys = self._keys[BUY]
         self._ask_keys = self._keys[SELL]
         self._orders: dict[str, Order] = {}
-        self._final: list[dict[str, str]] = [{} for _ in range(_FINAL_SHARDS)]
+        self._final: dict[str, str] = {}
 
     # ------------------------------------------------------------------ properties
 
@@ -204,7 +196,7 @@ class OrderBook:
 
     def final_status(self, order_id: str) -> str | None:
         """Final status of an order that became final in the current business day."""
-        return self._final[hash(order_id) & _FINAL_MASK].get(order_id)
+        return self._final.get(order_id)
 
     def __len__(self) -> int:
         """Number of open orders."""
@@ -262,7 +254,7 @@ class OrderBook:
         if (
             self._state != TRADING
             or order_id in self._orders
-            or order_id in self._final[hash(order_id) & 255]  # 255: _FINAL_MASK
+            or order_id in self._final
             # Exact ints only: a float or bool is refused, never rounded.
             or type(price_fen) is not int
             or type(quantity) is not int
@@ -356,7 +348,7 @@ class OrderBook:
         if tif == FOK and not _fok_fillable(opp_levels, opp_keys, limit_key, member_id, quantity):
             seq += 1
             events.append(_new(OrderCancelled, (seq, order_id, Reason.FOK_UNFILLED, 0, quantity)))
-            self._final[hash(order_id) & _FINAL_MASK][order_id] = CANCELLED
+            self._final[order_id] = CANCELLED
             self._seq = seq
             return events
 
@@ -432,7 +424,7 @@ class OrderBook:
                     total -= maker_remaining
                     remaining -= maker_remaining
                     del orders[maker_id]
-                    final[hash(maker_id) & 255][maker_id] = FILLED  # 255: _FINAL_MASK
+                    final[maker_id] = FILLED
                     append(
                         new(
                             Trade,
@@ -482,14 +474,14 @@ class OrderBook:
                 )
 
         if not remaining:
-            self._final[hash(order_id) & _FINAL_MASK][order_id] = FILLED
+            self._final[order_id] = FILLED
         elif self_trade or tif == IOC:
             seq += 1
             why = Reason.SELF_TRADE_PREVENTED if self_trade else Reason.IOC_REMAINDER
             events.append(
                 _new(OrderCancelled, (seq, order_id, why, quantity - remaining, remaining))
             )
-            self._final[hash(order_id) & _FINAL_MASK][order_id] = CANCELLED
+            self._final[order_id] = CANCELLED
         else:
             # Rest the remainder.
             self._rest([order_id, member_id, side, price_fen, quantity, remaining, tif, priority])
@@ -518,7 +510,7 @@ class OrderBook:
         """The first failed last-line check, in a fixed order (slow path)."""
         if self._state != TRADING:
             return Reason.INSTRUMENT_NOT_TRADING
-        if order_id in self._orders or order_id in self._final[hash(order_id) & _FINAL_MASK]:
+        if order_id in self._orders or order_id in self._final:
             return Reason.DUPLICATE_ORDER_ID
         if side not in SIDES:
             return Reason.INVALID_SIDE
@@ -549,12 +541,6 @@ class OrderBook:
         level.append(order)
         level[0] += order[5]
         self._orders[order[0]] = order
-
-    def _not_open_reason(self, order_id: str) -> str:
-        """Why a cancel or amend of an id that is not open is refused."""
-        if order_id in self._final[hash(order_id) & _FINAL_MASK]:
-            return Reason.ORDER_FINAL
-        return Reason.ORDER_NOT_FOUND
 
     def _unlink(self, order: Order) -> None:
         """Remove an open order from its level (lazily) and from the id index."""
@@ -588,7 +574,7 @@ class OrderBook:
         self._seq = seq
         order = self._orders.pop(order_id, None)
         if order is None:
-            reason = self._not_open_reason(order_id)
+            reason = Reason.ORDER_FINAL if order_id in self._final else Reason.ORDER_NOT_FOUND
             return [CancelRejected(seq, order_id, reason)]
         # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
         remaining = order[5]
@@ -612,7 +598,7 @@ class OrderBook:
             del book[key]
             keys = self._bid_keys if order[2] == BUY else self._ask_keys
             del keys[bisect_left(keys, key)]
-        self._final[hash(order_id) & 255][order_id] = CANCELLED  # 255: _FINAL_MASK
+        self._final[order_id] = CANCELLED
         return [_new(OrderCancelled, (seq, order_id, _USER, order[4] - remaining, remaining))]
 
     def amend(self, order_id: str, new_quantity: int) -> list[Event]:
@@ -624,7 +610,7 @@ class OrderBook:
         self._seq = seq
         order = self._orders.get(order_id)
         if order is None:
-            reason = self._not_open_reason(order_id)
+            reason = Reason.ORDER_FINAL if order_id in self._final else Reason.ORDER_NOT_FOUND
             return [AmendRejected(seq, order_id, reason)]
         if self._state != TRADING:
             return [AmendRejected(seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
@@ -668,7 +654,7 @@ class OrderBook:
                 OrderCancelled(seq, order[0], Reason.DELISTED, order[4] - order[5], order[5])
             )
             order[5] = 0
-            self._final[hash(order[0]) & _FINAL_MASK][order[0]] = CANCELLED
+            self._final[order[0]] = CANCELLED
         self._orders.clear()
         for side in (BUY, SELL):
             self._levels[side].clear()
@@ -695,14 +681,13 @@ class OrderBook:
             return [CommandRejected(seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
         events: list[Event] = [DayRolled(seq, self._business_date, new_date)]
         self._business_date = new_date
-        for shard in self._final:
-            shard.clear()
+        self._final.clear()
         expiring = sorted((o for o in self._orders.values() if o[6] == DAY), key=_by_priority)
         for order in expiring:
             seq += 1
             events.append(OrderExpired(seq, order[0], order[4] - order[5], order[5]))
             self._unlink(order)
-            self._final[hash(order[0]) & _FINAL_MASK][order[0]] = EXPIRED
+            self._final[order[0]] = EXPIRED
         self._seq = seq
         return events
 
@@ -738,7 +723,7 @@ class OrderBook:
             "sequence": self._seq,
             # The order record has exactly this layout; a copy, not the live record.
             "orders": [o[:] for o in self._iter_priority()],
-            "final": [[k, v] for k, v in sorted(kv for f in self._final for kv in f.items())],
+            "final": [[k, v] for k, v in sorted(self._final.items())],
         }
 
     @classmethod
@@ -773,10 +758,7 @@ class OrderBook:
                     int(priority),
                 ]
             )
-        final = book._final
-        for k, v in snapshot["final"]:
-            order_id = str(k)
-            final[hash(order_id) & _FINAL_MASK][order_id] = str(v)
+        book._final = {str(k): str(v) for k, v in snapshot["final"]}
         return book
 
     def state_hash(self) -> str:
