@@ -56,16 +56,25 @@ class Ours:
 
     def take(self, op: Op) -> None:
         # Keep the trade records, as every peer adapter does (trade log, callback list,
-        # blotters): the returned events are all kept, like pyorderbook's TradeBlotters,
-        # and the Trade events are picked out afterwards, untimed.
-        self._keep(self._submit(op[5], "T", "BUY" if op[2] else "SELL", op[3], op[4], "IOC"))
+        # blotters) and nothing more: the other events are published and dropped by a
+        # real consumer. The book's API fixes the order of a submit's events:
+        # OrderAccepted, then per fill a Trade and the maker's OrderFilled, then the
+        # taker's OrderFilled, then at most one outcome event. These orders fill
+        # completely (no outcome event), so the Trades are events[1:-1:2]; trades()
+        # checks that each kept event is a Trade. (Keeping every event instead keeps
+        # ~5x more GC-tracked objects alive and costs ~20% here; a Python-level filter
+        # loop costs ~1 us per take.)
+        self._keep(
+            self._submit(op[5], "T", "BUY" if op[2] else "SELL", op[3], op[4], "IOC")[1:-1:2]
+        )
 
     def trades(self) -> list[ExpectedTrade]:
         trade = self._trade
+        if any(type(e) is not trade for e in self.out):
+            raise AssertionError("an event kept as a trade is not a Trade")
         return [
             (int(e.maker_order_id[1:]), int(e.taker_order_id[1:]), e.price_fen, e.quantity)
             for e in self.out
-            if type(e) is trade
         ]
 
     def open_ok(self, live: list[int]) -> bool:
