@@ -494,6 +494,7 @@ def test_long_level_consumed_in_many_small_takes_keeps_fifo() -> None:
         left = 20 * (len(expected) - len(taken))
         assert book.depth(1) == ([(1000, left)] if left else [], [])
         assert [v.order_id for v in book.open_orders()] == expected[len(taken) :]
+        assert len(book) == len(expected) - len(taken)
     assert taken == expected[: len(taken)]
     snap = json.loads(json.dumps(book.snapshot()))
     assert OrderBook.restore(snap).state_hash() == book.state_hash()
