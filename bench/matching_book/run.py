@@ -38,9 +38,9 @@ def _prepare(factory: Callable[[], Any], stream: Stream, gc_mode: str) -> Any:
     return engine
 
 
-def _timed(engine: Any, ops: list[Op]) -> float:
+def _timed(engine: Any, ops: list[Op], clock: Callable[[], float] = time.perf_counter) -> float:
     new, cancel, take = engine.new, engine.cancel, engine.take
-    t0 = time.perf_counter()
+    t0 = clock()
     for op in ops:
         kind = op[0]
         if kind == 0:
@@ -49,7 +49,7 @@ def _timed(engine: Any, ops: list[Op]) -> float:
             cancel(op)
         else:
             take(op)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def _latencies(engine: Any, ops: list[Op]) -> dict[str, list[int]]:
@@ -85,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="freeze: gc.collect(); gc.freeze() after the preload (all engines alike)",
     )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: time the runs with process_time (CPU time of this process), which "
+        "leaves out the time other processes take the CPU (for a shared, loaded machine)",
+    )
     args = parser.parse_args(argv)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     stream = generate(args.ops, seed=args.seed)
     total_expected = sum(t[3] for t in stream.trades)
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         f"stream: seed={args.seed} ops={len(stream.ops)} mix={stream.mix} "
         f"preload={len(stream.preload)} resting_at_end={stream.resting_at_end} "
         f"levels_at_end={stream.levels_at_end} expected_trades={len(stream.trades)} "
-        f"expected_qty={total_expected} gc={args.gc} repeat={args.repeat}"
+        f"expected_qty={total_expected} gc={args.gc} repeat={args.repeat} clock={args.clock}"
     )
 
     factories: dict[str, Callable[[], Any]] = {}
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         for key, factory in factories.items():
             engine = _prepare(factory, stream, args.gc)
-            results[key]["runs"].append(_timed(engine, stream.ops))
+            results[key]["runs"].append(_timed(engine, stream.ops, clock))
             if args.gc == "freeze":
                 gc.unfreeze()
             del engine

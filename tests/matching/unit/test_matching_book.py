@@ -476,3 +476,46 @@ def test_non_int_prices_and_quantities_are_refused_not_rounded() -> None:
     book.submit("b1", "m1", "BUY", 1000, 40, "GTC")
     assert book.amend("b1", 20.0)[0].reason == "INVALID_AMEND"  # type: ignore[arg-type, union-attr]
     assert len(book) == 1
+
+
+def test_long_level_consumed_in_many_small_takes_keeps_fifo() -> None:
+    # Many partial takes from one deep level advance its head past the trim threshold;
+    # cancels in between leave dead entries behind and ahead of the head.
+    book = make_book()
+    for i in range(200):
+        book.submit(f"b{i}", "m1", "BUY", 1000, 20, "GTC")
+    for i in range(1, 200, 5):
+        book.cancel(f"b{i}")
+    expected = [f"b{i}" for i in range(200) if i % 5 != 1]
+    taken: list[str] = []
+    for j in range(len(expected) // 2):
+        events = book.submit(f"s{j}", "m2", "SELL", 1000, 40, "IOC")
+        taken += [t[0] for t in trades(events)]
+        left = 20 * (len(expected) - len(taken))
+        assert book.depth(1) == ([(1000, left)] if left else [], [])
+        assert [v.order_id for v in book.open_orders()] == expected[len(taken) :]
+        assert len(book) == len(expected) - len(taken)
+    assert taken == expected[: len(taken)]
+    snap = json.loads(json.dumps(book.snapshot()))
+    assert OrderBook.restore(snap).state_hash() == book.state_hash()
+
+
+def test_final_statuses_survive_snapshot_and_clear_at_roll() -> None:
+    book = make_book()
+    for i in range(600):
+        book.submit(f"o{i}", "m1", "BUY", 1000, 20, "GTC")
+        if i % 2:
+            book.cancel(f"o{i}")
+    book.submit("s", "m2", "SELL", 1000, 20 * 300, "IOC")
+    copy = OrderBook.restore(json.loads(json.dumps(book.snapshot())))
+    for b in (book, copy):
+        assert b.final_status("o1") == "CANCELLED"
+        assert b.final_status("o0") == "FILLED"
+        assert b.final_status("s") == "FILLED"
+        assert b.submit("o2", "m1", "BUY", 1000, 20, "GTC")[0].reason == "DUPLICATE_ORDER_ID"  # type: ignore[union-attr]
+        assert b.cancel("o3")[0].reason == "ORDER_FINAL"  # type: ignore[union-attr]
+    assert copy.state_hash() == book.state_hash()
+    assert len(book.snapshot()["final"]) == 601
+    book.roll_day(DAY2)
+    assert book.final_status("o1") is None
+    assert book.snapshot()["final"] == []
