@@ -28,7 +28,6 @@ from shared.db import asyncpg_dsn
 from shared.messaging.broker import Broker
 from shared.messaging.topology import Topology
 from shared.migrations import ensure_database, upgrade_all
-from tests.support.broker_admin import delete_broker_namespace
 from tests.gateway.events import Producer, accepted, filled, rested, trade
 from tests.gateway.stubs import ClearingState, CustodyState, clearing_app, custody_app, matching_app
 from tests.gateway.support import (
@@ -39,6 +38,7 @@ from tests.gateway.support import (
     instrument_body,
     unique_code,
 )
+from tests.support.broker_admin import delete_broker_namespace
 
 BASE_DB = os.environ.get(
     "EXCHANGE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432"

@@ -35,5 +35,7 @@ class Staff:
             base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
         )
 
-    async def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+    async def request(
+        self, method: str, path: str, body: Any = None, **kwargs: Any
+    ) -> httpx.Response:
         return await self.http.request(method, path, json=body, **kwargs)
