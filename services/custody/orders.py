@@ -47,8 +47,10 @@ class BookDivergence(RuntimeError):
 # COMMITTED: a fresh snapshot), so every new-candidate count that finished before that lock
 # is visible to the re-check, and no new-candidate count can run until the buy commits, by
 # which time its own open reservation keeps the member in C. If the re-check fails (the
-# member's last open buy closed or its units settled away in between), the buy takes the
-# FOR UPDATE lock and is counted like any new candidate. State changes (`control`) take the
+# member's last open buy closed or its units settled away in between), the buy is counted
+# like a new candidate while still holding KEY SHARE (so no FOR UPDATE count can overlap),
+# serialised with other such fallbacks of the product by a transaction advisory lock (never
+# an upgrade to FOR UPDATE: two upgrades would deadlock). State changes (`control`) take the
 # row FOR UPDATE too, so an order's state check is still decided in turn with them.
 
 _ORDER_FACTS = text(
@@ -87,16 +89,20 @@ _ORDER_FACTS = text(
     """
 )
 
-_LOCK_PRODUCT = text("SELECT holder_count FROM custody.products WHERE code = :c FOR UPDATE")
+_NEW_HOLDER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('custody:new-holder:' || :c))")
 
-#: Candidates: members with an open buy who hold nothing yet (counted with holder_count).
-_CANDIDATES = text(
+#: Holders (the recorded count, kept in the same transactions as the accounts) plus
+#: candidates: members with an open buy who hold nothing yet. One statement, one snapshot.
+_POSSIBLE_HOLDERS = text(
     """
-    SELECT count(DISTINCT r.member_id) FROM custody.reservations r
-    LEFT JOIN custody.accounts a
-      ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
-    WHERE r.instrument = :c AND r.side = 'BUY' AND r.status = 'open'
-      AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
+    SELECT p.holder_count + (
+        SELECT count(DISTINCT r.member_id) FROM custody.reservations r
+        LEFT JOIN custody.accounts a
+          ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
+        WHERE r.instrument = :c AND r.side = 'BUY' AND r.status = 'open'
+          AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
+    )
+    FROM custody.products p WHERE p.code = :c
     """
 )
 
@@ -131,10 +137,12 @@ _RESERVE = text(
 
 
 async def _new_candidate_allowed(session: AsyncSession, code: str, max_holders: int) -> bool:
-    """Under the product's FOR UPDATE lock: may one more possible holder be added?"""
-    holder_count = (await session.execute(_LOCK_PRODUCT, {"c": code})).scalar_one()
-    candidates = (await session.execute(_CANDIDATES, {"c": code})).scalar_one()
-    return holder_cap_allows(False, int(holder_count) + int(candidates), max_holders)
+    """May one more possible holder be added? Called holding the product FOR UPDATE, or
+    holding it FOR KEY SHARE and the product's new-holder advisory lock (the fallback of a
+    fast-path buy whose member left H ∪ C): either way no other count for the product can
+    run until this transaction ends, and this statement's snapshot follows the lock."""
+    possible = (await session.execute(_POSSIBLE_HOLDERS, {"c": code})).scalar_one()
+    return holder_cap_allows(False, int(possible), max_holders)
 
 
 async def submit(
@@ -183,12 +191,7 @@ async def submit(
     if (
         reason is None
         and exclusive
-        and not holder_cap_allows(
-            False,
-            facts.holder_count
-            + int((await session.execute(_CANDIDATES, {"c": code})).scalar_one()),
-            facts.max_holders,
-        )
+        and not await _new_candidate_allowed(session, code, facts.max_holders)
     ):
         reason = "HOLDER_LIMIT_REACHED"
     if reason is None and facts.account_id is None:
@@ -210,7 +213,11 @@ async def submit(
         }
         outcome = (await session.execute(_RESERVE, params)).one()
         if not outcome.counted:
-            # The member left H ∪ C between the facts and the lock: count it as new.
+            # The member left H ∪ C between the facts and the lock: count it as new. Not by
+            # taking FOR UPDATE over our KEY SHARE (two such upgrades deadlock): new-holder
+            # counts under KEY SHARE are serialised by an advisory lock instead, and no
+            # FOR UPDATE count can run while we hold KEY SHARE.
+            await session.execute(_NEW_HOLDER_LOCK, {"c": code})
             if not await _new_candidate_allowed(session, code, facts.max_holders):
                 reason = "HOLDER_LIMIT_REACHED"
             else:
