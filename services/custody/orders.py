@@ -40,7 +40,8 @@ class BookDivergence(RuntimeError):
 #
 # Only two things can add a member to H ∪ C: a primary allocation and a buy by a member who
 # is neither a holder nor has an open buy (a "new candidate"). Both take the product row
-# FOR UPDATE and count under it. Every other order (sells, buys by members already in H ∪ C)
+# FOR UPDATE and count under it (an allocation counts holders only, as before: it does not
+# reserve room for candidates' open buys). Every other order (sells, buys by members already in H ∪ C)
 # takes the product row FOR KEY SHARE only, so such orders of one product run in parallel,
 # while FOR UPDATE waits for all of them and they for it. A fast-path buy re-checks that its
 # member is in H ∪ C in a statement that starts after its KEY SHARE lock is granted (READ
