@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,8 +26,22 @@ BANK_ACCOUNT_KEY: AccountKey = ("bank", "", "CNY")
 FEE_ACCOUNT_KEY: AccountKey = ("fee", "", "CNY")
 
 
+#: Entries with more lines than this are written with COPY (and their account movements
+#: go through a temporary table) rather than as statement parameters.
+BULK_THRESHOLD = 1000
+
+
 class LedgerError(RuntimeError):
     """A movement the ledger refuses (unbalanced entry, unknown account)."""
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The session's asyncpg connection, inside the session's transaction (for COPY)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    return driver
 
 
 async def current_business_date(session: AsyncSession) -> date:
@@ -145,6 +160,53 @@ async def apply_deltas(session: AsyncSession, deltas: Mapping[int, Delta]) -> No
     )
 
 
+async def apply_deltas_bulk(session: AsyncSession, deltas: Mapping[int, Delta]) -> None:
+    """:func:`lock_accounts` and :func:`apply_deltas` for many accounts: the movements are
+    copied into a temporary table, the rows locked in ascending id order, then updated in
+    one statement from the table."""
+    items = [
+        (i, d.settled, d.held, d.pending_in, d.pending_out)
+        for i, d in sorted(deltas.items())
+        if d.settled or d.held or d.pending_in or d.pending_out
+    ]
+    if not items:
+        return
+    await session.execute(
+        text(
+            """
+            CREATE TEMP TABLE IF NOT EXISTS ledger_movements (
+                id bigint PRIMARY KEY, ds bigint, dh bigint, di bigint, dout bigint
+            ) ON COMMIT DELETE ROWS
+            """
+        )
+    )
+    await session.execute(text("TRUNCATE ledger_movements"))
+    driver = await driver_connection(session)
+    await driver.copy_records_to_table(
+        "ledger_movements", records=items, columns=["id", "ds", "dh", "di", "dout"]
+    )
+    await session.execute(text("ANALYZE ledger_movements"))
+    await session.execute(
+        text(
+            """
+            SELECT a.id FROM custody.accounts a JOIN ledger_movements v ON v.id = a.id
+            ORDER BY a.id FOR UPDATE OF a
+            """
+        )
+    )
+    await session.execute(
+        text(
+            """
+            UPDATE custody.accounts a SET
+                settled = a.settled + v.ds, held = a.held + v.dh,
+                pending_in = a.pending_in + v.di, pending_out = a.pending_out + v.dout
+            FROM ledger_movements v
+            WHERE a.id = v.id
+            """
+        )
+    )
+
+
 async def try_hold(session: AsyncSession, account: int, amount: int) -> bool:
     """Reserve ``amount`` if it is available (settled − held − pending_out); atomically."""
     row = (
@@ -200,8 +262,11 @@ async def post(
         deltas[account] = Delta(d.settled, d.held, d.pending_in, d.pending_out)
     for p in postings:
         deltas.setdefault(p.account_id, Delta()).settled += p.amount
-    await lock_accounts(session, deltas)
-    await apply_deltas(session, deltas)
+    if len(deltas) > BULK_THRESHOLD:
+        await apply_deltas_bulk(session, deltas)
+    else:
+        await lock_accounts(session, deltas)
+        await apply_deltas(session, deltas)
     seq = int(head.last_seq) + 1
     entry_id = new_id("e")
     created_at = utc_now()
@@ -227,6 +292,53 @@ async def post(
             "hash": digest,
         },
     )
+    if len(postings) > BULK_THRESHOLD:
+        driver = await driver_connection(session)
+        await driver.copy_records_to_table(
+            "postings",
+            schema_name="custody",
+            columns=[
+                "entry_seq",
+                "line",
+                "account_id",
+                "asset",
+                "amount",
+                "kind",
+                "reference",
+                "business_date",
+                "created_at",
+            ],
+            records=[
+                (
+                    seq,
+                    line,
+                    p.account_id,
+                    p.asset,
+                    p.amount,
+                    p.kind,
+                    p.reference,
+                    business_date,
+                    created_at,
+                )
+                for line, p in enumerate(postings)
+            ],
+        )
+    else:
+        await _insert_postings(session, seq, business_date, created_at, postings)
+    await session.execute(
+        text("UPDATE custody.journal_head SET last_seq = :seq, last_hash = :hash WHERE id = 1"),
+        {"seq": seq, "hash": digest},
+    )
+    return Entry(seq, entry_id, digest, created_at)
+
+
+async def _insert_postings(
+    session: AsyncSession,
+    seq: int,
+    business_date: date,
+    created_at: datetime,
+    postings: Sequence[PostingLine],
+) -> None:
     await session.execute(
         text(
             """
@@ -252,11 +364,6 @@ async def post(
             "refs": [p.reference for p in postings],
         },
     )
-    await session.execute(
-        text("UPDATE custody.journal_head SET last_seq = :seq, last_hash = :hash WHERE id = 1"),
-        {"seq": seq, "hash": digest},
-    )
-    return Entry(seq, entry_id, digest, created_at)
 
 
 async def refresh_holder_counts(session: AsyncSession, codes: Iterable[str]) -> list[str]:

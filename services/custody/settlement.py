@@ -20,10 +20,11 @@ from services.custody.domain.journal import PostingLine
 from services.custody.domain.settlement import (
     AccountKey,
     Delta,
-    SettlementTrade,
+    Leg,
+    Mismatch,
     SettlementWithdrawal,
-    compare,
-    net,
+    TradeTotals,
+    net_legs,
 )
 from services.custody.schemas import SettlementBatchRequest
 from services.custody.settings import CustodySettings
@@ -67,18 +68,138 @@ async def get_batch(session: AsyncSession, batch_id: str) -> dict[str, Any] | No
     return None if value is None else dict(value)
 
 
-async def _obligations(session: AsyncSession, business_date: date) -> dict[str, SettlementTrade]:
-    result = await session.execute(
+_BATCH_COLUMNS = [
+    "n",
+    "trade_id",
+    "instrument",
+    "price_fen",
+    "quantity",
+    "buyer_member_id",
+    "seller_member_id",
+    "buyer_fee_fen",
+    "seller_fee_fen",
+]
+
+
+async def _load_batch(session: AsyncSession, body: SettlementBatchRequest) -> None:
+    """The batch's trades into a temporary table (COPY), for set-based checks and netting."""
+    await session.execute(
         text(
             """
-            SELECT trade_id, instrument, price_fen, quantity, buyer_member_id, seller_member_id,
-                   buyer_fee_fen, seller_fee_fen
-            FROM custody.trades WHERE business_date = :d
+            CREATE TEMP TABLE settle_batch (
+                n integer NOT NULL, trade_id text NOT NULL, instrument text NOT NULL,
+                price_fen bigint NOT NULL, quantity bigint NOT NULL,
+                buyer_member_id text NOT NULL, seller_member_id text NOT NULL,
+                buyer_fee_fen bigint NOT NULL, seller_fee_fen bigint NOT NULL
+            ) ON COMMIT DROP
+            """
+        )
+    )
+    driver = await ledger.driver_connection(session)
+    await driver.copy_records_to_table(
+        "settle_batch",
+        columns=_BATCH_COLUMNS,
+        records=[
+            (
+                n,
+                t.trade_id,
+                t.instrument,
+                t.price_fen,
+                t.quantity,
+                t.buyer_member_id,
+                t.seller_member_id,
+                t.buyer_fee_fen,
+                t.seller_fee_fen,
+            )
+            for n, t in enumerate(body.trades)
+        ],
+    )
+    await session.execute(text("ANALYZE settle_batch"))
+
+
+async def _compare_in_sql(session: AsyncSession, business_date: date) -> Mismatch:
+    """Differences between the batch and custody's own obligations for the day, as
+    :func:`services.custody.domain.settlement.compare` defines them (a trade listed twice:
+    its later listings are "different")."""
+    rows = await session.execute(
+        text(
+            """
+            WITH b AS (
+                SELECT *, row_number() OVER (PARTITION BY trade_id ORDER BY n) AS k
+                FROM settle_batch
+            ),
+            o AS (
+                SELECT trade_id, instrument, price_fen, quantity, buyer_member_id,
+                       seller_member_id, buyer_fee_fen, seller_fee_fen
+                FROM custody.trades WHERE business_date = :d
+            )
+            SELECT CASE WHEN b.trade_id IS NULL THEN 'missing'
+                        WHEN o.trade_id IS NULL THEN 'unknown'
+                        ELSE 'different' END AS what,
+                   coalesce(b.trade_id, o.trade_id) AS trade_id
+            FROM (SELECT * FROM b WHERE k = 1) b
+            FULL JOIN o ON o.trade_id = b.trade_id
+            WHERE b.trade_id IS NULL OR o.trade_id IS NULL
+               OR (b.instrument, b.price_fen, b.quantity, b.buyer_member_id, b.seller_member_id,
+                   b.buyer_fee_fen, b.seller_fee_fen)
+                  IS DISTINCT FROM
+                  (o.instrument, o.price_fen, o.quantity, o.buyer_member_id, o.seller_member_id,
+                   o.buyer_fee_fen, o.seller_fee_fen)
+            UNION ALL
+            SELECT 'different', trade_id FROM b WHERE k > 1
             """
         ),
         {"d": business_date},
     )
-    return {row[0]: SettlementTrade(*row) for row in result}
+    found: dict[str, list[str]] = {"missing": [], "unknown": [], "different": []}
+    for what, trade_id in rows:
+        found[what].append(trade_id)
+    return Mismatch(sorted(found["missing"]), sorted(found["unknown"]), sorted(found["different"]))
+
+
+async def _legs_in_sql(
+    session: AsyncSession,
+) -> tuple[list[Leg], TradeTotals, dict[AccountKey, int]]:
+    """The batch aggregated per member account (what
+    :func:`services.custody.domain.settlement.trade_legs` computes), in one statement, with
+    the ids of the accounts that exist (every trade's accounts do: the fill created them)."""
+    driver = await ledger.driver_connection(session)
+    rows = await driver.fetch(
+        """
+        SELECT l.*, a.id FROM (
+        SELECT member_id, asset, sum(net)::bigint, sum(fees)::bigint, sum(pin)::bigint,
+               sum(pout)::bigint
+        FROM (
+            SELECT buyer_member_id AS member_id, 'CNY' AS asset,
+                   -(price_fen * quantity) AS net, buyer_fee_fen AS fees, 0::bigint AS pin,
+                   price_fen * quantity + buyer_fee_fen AS pout
+            FROM settle_batch
+            UNION ALL
+            SELECT seller_member_id, 'CNY', price_fen * quantity, seller_fee_fen,
+                   price_fen * quantity - seller_fee_fen, 0
+            FROM settle_batch
+            UNION ALL
+            SELECT buyer_member_id, instrument, quantity, 0, quantity, 0 FROM settle_batch
+            UNION ALL
+            SELECT seller_member_id, instrument, -quantity, 0, 0, quantity FROM settle_batch
+        ) x
+        GROUP BY member_id, asset
+        ) l (member_id, asset, net, fees, pin, pout)
+        LEFT JOIN custody.accounts a
+          ON a.owner_kind = 'member' AND a.owner_id = l.member_id AND a.asset = l.asset
+        """
+    )
+    totals = await driver.fetchrow(
+        """
+        SELECT count(*), coalesce(sum(price_fen * quantity), 0)::bigint,
+               coalesce(sum(buyer_fee_fen + seller_fee_fen), 0)::bigint
+        FROM settle_batch
+        """
+    )
+    assert totals is not None
+    legs = [Leg(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    ids = {("member", r[0], r[1]): int(r[6]) for r in rows if r[6] is not None}
+    return legs, TradeTotals(int(totals[0]), int(totals[1]), int(totals[2])), ids
 
 
 async def apply_batch(
@@ -118,21 +239,10 @@ async def apply_batch(
             "BUSINESS_DATE_OPEN",
             f"{body.business_date} is not closed yet (the business date is {today})",
         )
-    batch = [
-        SettlementTrade(
-            t.trade_id,
-            t.instrument,
-            t.price_fen,
-            t.quantity,
-            t.buyer_member_id,
-            t.seller_member_id,
-            t.buyer_fee_fen,
-            t.seller_fee_fen,
-        )
-        for t in body.trades
-    ]
-    obligations = await _obligations(session, body.business_date)
-    mismatch = compare(batch, obligations)
+    # Enough memory for the batch's sorts and aggregates (this transaction only).
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    await _load_batch(session, body)
+    mismatch = await _compare_in_sql(session, body.business_date)
     if not mismatch.empty:
         raise ProblemError(
             409,
@@ -170,8 +280,10 @@ async def apply_batch(
                 "expected_withdrawal_ids": [w.withdrawal_id for w in withdrawals][:_SAMPLE],
             },
         )
-    netting = net(batch, withdrawals, body.batch_id)
-    ids = await ledger.ensure_accounts(session, netting.deltas.keys())
+    legs, totals, ids = await _legs_in_sql(session)
+    netting = net_legs(legs, totals, withdrawals, body.batch_id)
+    missing = [key for key in netting.deltas if key not in ids]  # fee, bank, withdrawals
+    ids.update(await ledger.ensure_accounts(session, missing))
     postings = [
         PostingLine(ids[p.account], p.account[2], p.amount, p.kind, p.reference)
         for p in netting.postings
@@ -203,7 +315,7 @@ async def apply_batch(
             ),
             {"b": body.batch_id, "ids": [w.withdrawal_id for w in withdrawals]},
         )
-    products = sorted({t.instrument for t in batch})
+    products = sorted({t.instrument for t in body.trades})
     changed = await ledger.refresh_holder_counts(session, products)
     if changed:
         await messages.instrument_updated(session, changed)

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.custody import cash, settlement
@@ -139,4 +140,65 @@ async def test_trades_deposits_and_settlement_against_the_fee_account_do_not_dea
     )
     for b in buyers[: pairs // 2]:
         assert (await cash_fen(wide, b))["settled"] == 10_000_00 + 1_00 - 1000_00 - 200
+    await assert_ledger_ok(engine)
+
+
+async def test_concurrent_new_holders_never_pass_the_holder_cap(
+    wide: Factory, settings: CustodySettings, engine: AsyncEngine
+) -> None:
+    """New holders racing for the last places of a capped product, while existing holders
+    and candidates keep buying (the shared-lock path) and candidates cancel: the cap holds
+    for holders and possible holders alike."""
+    cap = 6
+    code = await new_product(wide, settings, max_holders=cap)
+    holders = [await new_member(wide, settings) for _ in range(2)]
+    for h in holders:
+        await allocate(wide, code, h, 10)
+        await deposit(wide, h, 10_000_00)
+    candidate = await new_member(wide, settings)
+    await deposit(wide, candidate, 10_000_00)
+    first, reason = await submit(wide, settings, candidate, code, "BUY", 100_00, 1)
+    assert reason is None  # holders 2 + candidates 1: three places left
+    newcomers = [await new_member(wide, settings) for _ in range(12)]
+    for m in newcomers:
+        await deposit(wide, m, 1_000_00)
+
+    async def buy(member: str) -> str | None:
+        _, reason = await submit(wide, settings, member, code, "BUY", 100_00, 1)
+        return reason
+
+    async def cancel_first() -> None:
+        await book(wide, code, [{"type": "OrderCancelled", "order_id": first, "reason": "X"}])
+
+    results = await asyncio.gather(
+        *[buy(m) for m in newcomers],
+        *[buy(h) for h in holders for _ in range(3)],
+        *[buy(candidate) for _ in range(3)],
+        cancel_first(),
+    )
+    new_results = results[: len(newcomers)]
+    assert set(new_results) <= {None, "HOLDER_LIMIT_REACHED"}
+    assert all(r is None for r in results[len(newcomers) : len(newcomers) + 6])
+    assert set(results[len(newcomers) + 6 : len(newcomers) + 9]) <= {None, "HOLDER_LIMIT_REACHED"}
+    async with wide() as session:
+        possible = (
+            await session.execute(
+                text(
+                    """
+                    SELECT count(*) FROM (
+                        SELECT owner_id FROM custody.accounts
+                        WHERE asset = :c AND owner_kind = 'member'
+                          AND (settled > 0 OR pending_in > 0)
+                        UNION
+                        SELECT member_id FROM custody.reservations
+                        WHERE instrument = :c AND side = 'BUY' AND status = 'open'
+                    ) x
+                    """
+                ),
+                {"c": code},
+            )
+        ).scalar_one()
+    assert possible <= cap
+    # at least the three free places went to someone (newcomers or the candidate again)
+    assert new_results.count(None) >= cap - 3 - 1
     await assert_ledger_ok(engine)

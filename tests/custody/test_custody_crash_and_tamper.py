@@ -209,3 +209,54 @@ async def test_ledger_verify_detects_altered_and_removed_journal_rows(
                 {"s": head.last_seq, "h": head.last_hash},
             )
     await assert_ledger_ok(engine)
+
+
+async def test_postings_must_refer_to_existing_accounts_and_entries(
+    factory: Factory, settings: CustodySettings, engine: AsyncEngine
+) -> None:
+    """The postings' references (checked per statement since custody_0004) refuse what a
+    foreign key refused: a posting to a missing account or entry, removing an account or an
+    entry that has postings, changing their ids."""
+    from sqlalchemy.exc import DBAPIError
+
+    member = await new_member(factory, settings)
+    await deposit(factory, member, 10_00)
+    async with engine.connect() as conn:
+        seq, account = (
+            await conn.execute(
+                text(
+                    "SELECT p.entry_seq, p.account_id FROM custody.postings p "
+                    "JOIN custody.accounts a ON a.id = p.account_id "
+                    "WHERE a.owner_kind = 'member' AND a.owner_id = :m"
+                ),
+                {"m": member},
+            )
+        ).one()
+    insert = (
+        "INSERT INTO custody.postings VALUES (:s, 99, :a, 'CNY', 1, 'X', 'x', '2001-01-01', now())"
+    )
+    delete_deposit = "DELETE FROM custody.deposits WHERE entry_seq = :s"
+
+    async def run_all(statements: list[str], params: dict[str, int]) -> None:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement), params)
+
+    for statements, params in [
+        ([insert], {"s": seq, "a": -1}),
+        ([insert], {"s": -1, "a": account}),
+        (["UPDATE custody.postings SET account_id = -1 WHERE entry_seq = :s"], {"s": seq}),
+        (["DELETE FROM custody.accounts WHERE id = :a"], {"a": account}),
+        ([delete_deposit, "DELETE FROM custody.entries WHERE seq = :s"], {"s": seq}),
+        (["UPDATE custody.accounts SET id = -id WHERE id = :a"], {"a": account}),
+        (
+            [delete_deposit, "UPDATE custody.entries SET seq = seq + 1000000 WHERE seq = :s"],
+            {"s": seq},
+        ),
+    ]:
+        with pytest.raises(DBAPIError) as raised:
+            await run_all(statements, params)
+        assert getattr(raised.value.orig, "sqlstate", None) == "23503", statements
+        message = str(raised.value)
+        assert "posting" in message or "never change" in message, message
+    await assert_ledger_ok(engine)

@@ -85,9 +85,82 @@ class Netting:
     withdrawal_total_fen: int
 
 
+@dataclass(slots=True)
+class Leg:
+    """One member account's share of a day's trades (cash: asset "CNY"; units: the code).
+
+    ``net`` is sales − purchases for cash (before fees) and bought − sold for units;
+    ``fees`` the member's fees (cash only); ``pending_in``/``pending_out`` the obligations
+    the settlement clears from the account.
+    """
+
+    member_id: str
+    asset: str
+    net: int = 0
+    fees: int = 0
+    pending_in: int = 0
+    pending_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TradeTotals:
+    trade_count: int
+    gross_amount_fen: int
+    fee_total_fen: int
+
+
+def trade_legs(trades: Iterable[SettlementTrade]) -> tuple[list[Leg], TradeTotals]:
+    """Aggregate trades into legs (the settlement batch does the same in SQL)."""
+    legs: dict[tuple[str, str], Leg] = {}
+
+    def leg(member_id: str, asset: str) -> Leg:
+        found = legs.get((member_id, asset))
+        if found is None:
+            found = legs[(member_id, asset)] = Leg(member_id, asset)
+        return found
+
+    count = gross = fee_total = 0
+    for t in trades:
+        count += 1
+        amount = t.amount_fen
+        gross += amount
+        fee_total += t.buyer_fee_fen + t.seller_fee_fen
+        buyer_cash = leg(t.buyer_member_id, "CNY")
+        buyer_cash.net -= amount
+        buyer_cash.fees += t.buyer_fee_fen
+        buyer_cash.pending_out += amount + t.buyer_fee_fen
+        seller_cash = leg(t.seller_member_id, "CNY")
+        seller_cash.net += amount
+        seller_cash.fees += t.seller_fee_fen
+        seller_cash.pending_in += amount - t.seller_fee_fen
+        buyer_units = leg(t.buyer_member_id, t.instrument)
+        buyer_units.net += t.quantity
+        buyer_units.pending_in += t.quantity
+        seller_units = leg(t.seller_member_id, t.instrument)
+        seller_units.net -= t.quantity
+        seller_units.pending_out += t.quantity
+    return list(legs.values()), TradeTotals(count, gross, fee_total)
+
+
 def net(
     trades: Iterable[SettlementTrade], withdrawals: Iterable[SettlementWithdrawal], reference: str
 ) -> Netting:
+    legs, totals = trade_legs(trades)
+    return net_legs(legs, totals, withdrawals, reference)
+
+
+def net_legs(
+    legs: Iterable[Leg],
+    totals: TradeTotals,
+    withdrawals: Iterable[SettlementWithdrawal],
+    reference: str,
+) -> Netting:
+    """The account movements and postings of a day: trade legs, fees, withdrawals.
+
+    Every cash leg settles ``net − fees`` and clears its pending amounts; every units leg
+    settles ``net``; the fee account receives every fee; each withdrawal moves its reserved
+    cash to the bank account.
+    """
     deltas: dict[AccountKey, Delta] = {}
     members: dict[str, MemberSummary] = {}
 
@@ -103,31 +176,19 @@ def net(
             found = members[member_id] = MemberSummary(member_id)
         return found
 
-    count = gross = fee_total = 0
-    for t in trades:
-        count += 1
-        amount = t.amount_fen
-        gross += amount
-        fee_total += t.buyer_fee_fen + t.seller_fee_fen
-        buyer_cash = delta(("member", t.buyer_member_id, "CNY"))
-        buyer_cash.settled -= amount + t.buyer_fee_fen
-        buyer_cash.pending_out -= amount + t.buyer_fee_fen
-        seller_cash = delta(("member", t.seller_member_id, "CNY"))
-        seller_cash.settled += amount - t.seller_fee_fen
-        seller_cash.pending_in -= amount - t.seller_fee_fen
-        buyer_units = delta(("member", t.buyer_member_id, t.instrument))
-        buyer_units.settled += t.quantity
-        buyer_units.pending_in -= t.quantity
-        seller_units = delta(("member", t.seller_member_id, t.instrument))
-        seller_units.settled -= t.quantity
-        seller_units.pending_out -= t.quantity
-        b, s = member(t.buyer_member_id), member(t.seller_member_id)
-        b.net_cash_fen -= amount
-        b.fees_fen += t.buyer_fee_fen
-        b.units[t.instrument] = b.units.get(t.instrument, 0) + t.quantity
-        s.net_cash_fen += amount
-        s.fees_fen += t.seller_fee_fen
-        s.units[t.instrument] = s.units.get(t.instrument, 0) - t.quantity
+    for lg in legs:
+        d = delta(("member", lg.member_id, lg.asset))
+        m = member(lg.member_id)
+        if lg.asset == "CNY":
+            d.settled += lg.net - lg.fees
+            m.net_cash_fen += lg.net
+            m.fees_fen += lg.fees
+        else:
+            d.settled += lg.net
+            m.units[lg.asset] = m.units.get(lg.asset, 0) + lg.net
+        d.pending_in -= lg.pending_in
+        d.pending_out -= lg.pending_out
+    fee_total = totals.fee_total_fen
     if fee_total:
         fee = delta(FEE_ACCOUNT)
         fee.settled += fee_total
@@ -173,8 +234,8 @@ def net(
         deltas=deltas,
         postings=postings,
         members=members,
-        trade_count=count,
-        gross_amount_fen=gross,
+        trade_count=totals.trade_count,
+        gross_amount_fen=totals.gross_amount_fen,
         fee_total_fen=fee_total,
         withdrawal_total_fen=withdrawal_total,
     )
