@@ -2,8 +2,17 @@
 
 from datetime import date
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from shared.money import MAX_UNITS, Money
 
@@ -412,6 +421,20 @@ class WebhookCreate(Body):
         examples=["https://partner.example/cb"],
     )
     events: list[WebhookEvent] = Field(min_length=1, max_length=4)
+
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, url: str) -> str:
+        """The pattern lets through URLs the parser refuses (a '[' in the host): refuse them
+        here, as a validation error, rather than fail later."""
+        try:
+            parts = urlsplit(url)
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a callback URL needs an http(s) scheme and a host")
+        return url
 
 
 class Webhook(BaseModel):

@@ -141,3 +141,11 @@ async def test_a_queued_callback_is_delivered_from_the_table_alone(
         assert [h["x-event-id"] for h, _, _ in receiver.received] == [event_id]
     finally:
         await server.stop()
+
+
+async def test_a_callback_url_the_parser_refuses_is_a_validation_error(stack: Stack) -> None:
+    partner = await stack.new_partner()
+    for url in ('https://=Zk0[!"', "https://[::1", "ftp://partner.example/cb", "https://:80/x"):
+        response = await partner.post("/v1/webhooks", {"url": url, "events": ["order.updated"]})
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["code"] == "VALIDATION_FAILED"
