@@ -25,13 +25,12 @@ PARTNER = "p_e2e"
 
 @pytest.fixture
 async def system(
-    database_url: str, broker_namespace: str
+    e2e_database_url: str, broker_namespace: str
 ) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess, Broker]]:
     prefix = f"{broker_namespace}.e2e{secrets.token_hex(2)}"
-    matching = ServiceProcess("matching", EXCHANGE_BROKER_PREFIX=prefix)
-    custody = ServiceProcess(
-        "custody", EXCHANGE_BROKER_PREFIX=prefix, EXCHANGE_MATCHING_PORT=str(matching.port)
-    )
+    own = {"EXCHANGE_BROKER_PREFIX": prefix, "EXCHANGE_DATABASE_URL": e2e_database_url}
+    matching = ServiceProcess("matching", **own)
+    custody = ServiceProcess("custody", EXCHANGE_MATCHING_PORT=str(matching.port), **own)
     await asyncio.gather(matching.start(), custody.start())
     broker = Broker(env.AMQP_URL, Topology(prefix), connection_name="e2e-gateway", prefetch=10)
     broker.start()
@@ -90,6 +89,7 @@ async def new_member(client: httpx.AsyncClient) -> str:
 
 async def test_orders_reserve_match_settle_pending_and_cancel_releases(
     system: tuple[ServiceProcess, ServiceProcess, Broker],
+    e2e_database_url: str,
 ) -> None:
     custody, matching, broker = system
     code = f"E{secrets.token_hex(4).upper()}"
@@ -192,7 +192,7 @@ async def test_orders_reserve_match_settle_pending_and_cancel_releases(
     verify = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "exchange_cli.main", "ledger", "verify"],
-        env=env.service_env(),
+        env=env.service_env(EXCHANGE_DATABASE_URL=e2e_database_url),
         capture_output=True,
         text=True,
         timeout=120,

@@ -29,34 +29,40 @@ class Exchange:
 
 
 @pytest.fixture(scope="module")
-async def exchange(database_url: str, broker_namespace: str) -> AsyncIterator[Exchange]:
+async def exchange(e2e_database_url: str, broker_namespace: str) -> AsyncIterator[Exchange]:
     names = ("custody", "matching", "clearing", "gateway")
     probes = {name: ServiceProcess(name) for name in names}
     shared_env = {f"EXCHANGE_{n.upper()}_PORT": str(p.port) for n, p in probes.items()}
     shared_env.update(
         EXCHANGE_BROKER_PREFIX=f"{broker_namespace}.public{secrets.token_hex(2)}",
         EXCHANGE_ADMIN_TOKEN=ADMIN_TOKEN,
+        EXCHANGE_DATABASE_URL=e2e_database_url,
         EXCHANGE_EOD_POLL_SECONDS="0.1",
     )
     services = [ServiceProcess(n, probes[n].port, **shared_env) for n in names]
     started: list[ServiceProcess] = []
+    clients: list[Staff | Partner] = []
     try:
         for service in services:
             await service.start()
             started.append(service)
         url = services[-1].url
         admin = Staff(url, ADMIN_TOKEN)
-        operator_token = (
-            await admin.request(
-                "POST", "/v1/admin/staff-tokens", {"role": "operator", "name": "ops"}
-            )
-        ).json()["token"]
+        clients.append(admin)
+        staff_token = await admin.request(
+            "POST", "/v1/admin/staff-tokens", {"role": "operator", "name": "ops"}
+        )
+        operator = Staff(url, staff_token.json()["token"])
+        clients.append(operator)
         partners = []
         for name in ("Platform A", "Platform B"):
             body = (await admin.request("POST", "/v1/admin/partners", {"name": name})).json()
             partners.append(Partner(url, body["api_key"], body["api_secret"]))
-        yield Exchange(admin, Staff(url, operator_token), partners[0], partners[1], services[0].url)
+        clients.extend(partners)
+        yield Exchange(admin, operator, partners[0], partners[1], services[0].url)
     finally:
+        for client in clients:
+            await client.aclose()
         for service in reversed(started):
             await service.stop()
 

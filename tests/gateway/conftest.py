@@ -1,17 +1,20 @@
 """One running gateway per test session, with real PostgreSQL and RabbitMQ, and small
 real HTTP stand-ins for custody, matching and clearing."""
 
+import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from shared.contracts import system_queues
+from shared.db import make_engine
 from shared.messaging.broker import Broker
 from shared.messaging.topology import Topology
 from tests.gateway.events import Producer
@@ -24,6 +27,7 @@ from tests.gateway.support import (
     unique_code,
 )
 from tests.support import env
+from tests.support.databases import drop_database, fresh_database
 from tests.support.wait import wait_until
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
@@ -91,7 +95,23 @@ def gateway_namespace(broker_namespace: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def stack(database_url: str, gateway_namespace: str) -> AsyncIterator[Stack]:
+def gateway_database_url() -> Iterator[str]:
+    """The gateway tests' own database: other suites run real gateways that move the
+    business date they keep."""
+    url = fresh_database("gw")
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+async def engine(gateway_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(gateway_database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def stack(gateway_database_url: str, gateway_namespace: str) -> AsyncIterator[Stack]:
     custody_state = CustodyState()
     clearing_state = ClearingState()
     custody = RunningServer(custody_app(custody_state))
@@ -100,7 +120,7 @@ async def stack(database_url: str, gateway_namespace: str) -> AsyncIterator[Stac
     for server in (custody, matching, clearing):
         await server.start()
     settings = GatewaySettings(
-        database_url=database_url,
+        database_url=gateway_database_url,
         amqp_url=env.AMQP_URL,
         broker_prefix=gateway_namespace,
         log_format="console",

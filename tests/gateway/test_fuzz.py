@@ -66,15 +66,21 @@ async def test_fuzz_every_operation(stack: Stack, engine: AsyncEngine) -> None:
     failures: list[str] = []
     statuses: Counter[int] = Counter()
 
+    # Load the schema and build every strategy here, in the main thread: schemathesis imports
+    # modules lazily, and pytest's assertion rewriting of an import inside the worker thread
+    # trips a CPython 3.11 bug ("AST constructor recursion depth mismatch").
+    schema = schemathesis.openapi.from_dict(spec)
+    strategies = [
+        operation.as_strategy()
+        for operation in (result.ok() for result in schema.get_all_operations())
+        if operation.path not in ("/metrics",)
+    ]
+
     def run() -> int:
-        schema = schemathesis.openapi.from_dict(spec)
         session = requests.Session()
         session.auth = Signer(partner, stack.settings.admin_token)
         calls = 0
-        for result in schema.get_all_operations():
-            operation = result.ok()
-            if operation.path in ("/metrics",):
-                continue
+        for strategy in strategies:
 
             @hypothesis.settings(
                 max_examples=EXAMPLES_PER_OPERATION,
@@ -84,7 +90,7 @@ async def test_fuzz_every_operation(stack: Stack, engine: AsyncEngine) -> None:
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck),
             )
-            @hypothesis.given(case=operation.as_strategy())
+            @hypothesis.given(case=strategy)
             def check(case: Any) -> None:
                 nonlocal calls
                 before = state()

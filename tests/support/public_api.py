@@ -28,6 +28,9 @@ class Partner:
         }
         return await self.http.request(method, path, content=raw or None, headers=signed)
 
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
 
 class Staff:
     def __init__(self, base_url: str, token: str) -> None:
@@ -39,3 +42,6 @@ class Staff:
         self, method: str, path: str, body: Any = None, **kwargs: Any
     ) -> httpx.Response:
         return await self.http.request(method, path, json=body, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
