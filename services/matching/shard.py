@@ -26,6 +26,7 @@ from services.matching.engine import BookOutput, ShardEngine
 from shared.clock import rfc3339, utc_now
 from shared.contracts import BOOK_EVENTS, book_routing_key, book_stream
 from shared.faults import crash_point
+from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.envelope import Envelope, EnvelopeError
 from shared.messaging.outbox import Draft
 from shared.messaging.topology import QueueSpec
@@ -58,10 +59,8 @@ class ShardWorker:
         self.queue = queue
         self.engine = ShardEngine(shard)
         self._snapshot_every = snapshot_every
-        self._max_batch = max_batch
         self._lock = asyncio.Lock()
-        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=f"shard-{shard}")
         self._runtime: ServiceRuntime | None = None
         self._stale = False
         self._applied_since_snapshot = 0
@@ -87,14 +86,11 @@ class ShardWorker:
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        self._task = asyncio.create_task(self._work(), name=f"shard-{self.shard}")
-        await runtime.broker.consume(self.queue, self._receive)
+        self._batcher.start()
+        await runtime.broker.consume(self.queue, self._batcher.receive)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._batcher.stop()
         async with self._lock:
             if self._applied_since_snapshot and not self._stale:
                 try:
@@ -157,21 +153,6 @@ class ShardWorker:
             await self._replay(session, self.engine, head)
 
     # ------------------------------------------------------------------ commands
-
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        await self._pending.put(message)
-
-    async def _work(self) -> None:
-        while True:
-            batch = [await self._pending.get()]
-            while len(batch) < self._max_batch and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
-            try:
-                await self._process(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("shard loop error", extra={"shard": self.shard})
 
     async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         items: list[tuple[AbstractIncomingMessage, list[Envelope]]] = []

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.db import check_identifier
 from shared.faults import crash_point
 from shared.logging import correlation_id_var
+from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope, EnvelopeError
 from shared.messaging.topology import QueueSpec
@@ -166,34 +167,14 @@ class InboxConsumer:
         self.inbox = Inbox(schema, name)
         self._session_factory = session_factory
         self._handler = handler
-        self._max_batch = max_batch
-        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=name)
 
     async def start(self, broker: Broker) -> None:
-        self._worker = asyncio.create_task(self._work(), name=f"consumer-{self.name}")
-        await broker.consume(self.queue, self._receive)
+        self._batcher.start()
+        await broker.consume(self.queue, self._batcher.receive)
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
-
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        await self._pending.put(message)
-
-    async def _work(self) -> None:
-        while True:
-            batch = [await self._pending.get()]
-            while len(batch) < self._max_batch and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
-            try:
-                await self._process(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("consumer loop error", extra={"consumer": self.name})
+        await self._batcher.stop()
 
     async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         groups: list[Delivery] = []

@@ -1,0 +1,46 @@
+"""Handing deliveries to a consumer in batches of whatever has already arrived: one
+transaction for many messages under load, and no waiting for a batch to fill when idle."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aio_pika.abc import AbstractIncomingMessage
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[AbstractIncomingMessage]], Awaitable[None]]
+
+
+class DeliveryBatcher:
+    def __init__(self, process: BatchHandler, *, max_batch: int, name: str) -> None:
+        self._process = process
+        self._max_batch = max_batch
+        self._name = name
+        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def receive(self, message: AbstractIncomingMessage) -> None:
+        """The broker's callback: buffer the delivery."""
+        await self._pending.put(message)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name=f"batches-{self._name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < self._max_batch and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("batch of deliveries failed", extra={"consumer": self._name})
