@@ -45,6 +45,8 @@ bench: bench-peers
 	$(BIN)/python -m bench.matching_book.run
 	$(BIN)/python -m bench.matching_service.run
 	$(BIN)/python bench/custody/bench_custody.py
+	$(BIN)/python bench/clearing/bench_clearing.py
+	$(BIN)/python -m bench.gateway.run
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
