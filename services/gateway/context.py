@@ -6,7 +6,6 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
-import asyncpg
 import orjson
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +23,7 @@ from services.gateway.webhooks import WebhookDeliverer
 from services.gateway.ws import Hub, PendingPushes
 from shared.contracts import system_queues
 from shared.db import asyncpg_dsn
+from shared.notify import listen_forever
 from shared.runtime import ConsumerSpec, ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -146,28 +146,7 @@ class Gateway:
             except Exception:
                 log.warning("unusable websocket push", exc_info=True)
 
-        dsn = asyncpg_dsn(self.settings.database_url)
-        while True:
-            try:
-                conn = await asyncpg.connect(dsn, timeout=5)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(1.0)
-                continue
-            lost = asyncio.Event()
-            try:
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(WS_CHANNEL, received)
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("websocket push listener lost", exc_info=True)
-            finally:
-                if not conn.is_closed():
-                    await conn.close(timeout=2)
-            await asyncio.sleep(0.5)
+        await listen_forever(asyncpg_dsn(self.settings.database_url), WS_CHANNEL, received)
 
     async def _purge_idempotency(self) -> None:
         while True:

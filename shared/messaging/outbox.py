@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -24,6 +23,7 @@ from shared.logging import correlation_id_var
 from shared.messaging.broker import Broker, OutgoingMessage, bundle
 from shared.messaging.envelope import Envelope
 from shared.metrics import OUTBOX_PUBLISHED, RELAY_ERRORS
+from shared.notify import listen_forever
 
 log = logging.getLogger(__name__)
 
@@ -217,26 +217,9 @@ class OutboxRelay:
 
     async def _listen(self) -> None:
         """Wake the relay on every committed outbox insert (statement-level NOTIFY trigger)."""
-        channel = notify_channel(self.schema)
-        while True:
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(1.0)
-                continue
-            lost = asyncio.Event()
-            try:
-                await conn.add_listener(channel, lambda *_: self._wake.set())
-                conn.add_termination_listener(lambda _, lost=lost: lost.set())
-                self._wake.set()
-                await lost.wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.debug("outbox listener lost", exc_info=True)
-            finally:
-                if not conn.is_closed():
-                    await conn.close(timeout=2)
-            await asyncio.sleep(0.5)
+        await listen_forever(
+            self._dsn,
+            notify_channel(self.schema),
+            lambda *_: self._wake.set(),
+            on_connect=self._wake.set,  # inserts made while disconnected notified nobody
+        )
