@@ -20,6 +20,19 @@ def sign(secret: str, timestamp: str, method: str, path_with_query: str, body: b
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+def signed_headers(
+    api_key: str, secret: str, method: str, path_with_query: str, body: bytes
+) -> dict[str, str]:
+    """The headers that authenticate one partner request, signed now."""
+    timestamp = str(int(time.time() * 1000))
+    return {
+        "X-Api-Key": api_key,
+        "X-Timestamp": timestamp,
+        "X-Signature": sign(secret, timestamp, method, path_with_query, body),
+        "Content-Type": "application/json",
+    }
+
+
 class ApiError(RuntimeError):
     def __init__(self, response: httpx.Response) -> None:
         self.status = response.status_code
@@ -45,13 +58,7 @@ class PartnerClient:
         self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None
     ) -> httpx.Response:
         raw = b"" if body is None else orjson.dumps(body)
-        timestamp = str(int(time.time() * 1000))
-        headers = {
-            "X-Api-Key": self.api_key,
-            "X-Timestamp": timestamp,
-            "X-Signature": sign(self._secret, timestamp, method, path, raw),
-            "Content-Type": "application/json",
-        }
+        headers = signed_headers(self.api_key, self._secret, method, path, raw)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return self._http.request(method, path, content=raw or None, headers=headers)

@@ -26,6 +26,7 @@ from shared.db import unit_of_work
 from shared.ids import new_id
 from shared.money import format_fen
 from tests.support import env
+from tests.support.products import instrument_body as product_body
 
 Factory = async_sessionmaker[AsyncSession]
 
@@ -75,29 +76,7 @@ async def new_member(
 
 
 def instrument_body(code: str, **overrides: Any) -> InstrumentCreate:
-    body: dict[str, Any] = {
-        "code": code,
-        "name": "Test product",
-        "issuer": "Issuer Ltd",
-        "product_type": "income_right_transfer",
-        "face_value": "100.00",
-        "issue_size": 1_000_000,
-        "expected_yield": "0.065",
-        "term_days": 365,
-        "maturity_date": date(2030, 1, 1),
-        "risk_level": "R3",
-        "tick_size": "0.01",
-        "lot_size": 1,
-        "min_order_qty": 1,
-        "min_order_value": "0.00",
-        "price_band_pct": "10",
-        "reference_price": "100.00",
-        "max_holders": 200,
-        "transferable": True,
-        "disclosure": {"underlying": "receivables"},
-    }
-    body.update(overrides)
-    return InstrumentCreate(**body)
+    return InstrumentCreate(**product_body(code, **overrides))
 
 
 async def new_product(factory: Factory, settings: CustodySettings, **overrides: Any) -> str:

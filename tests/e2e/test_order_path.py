@@ -17,6 +17,7 @@ from shared.messaging.broker import Broker, OutgoingMessage
 from shared.messaging.envelope import Envelope
 from shared.messaging.topology import Topology
 from tests.support import env
+from tests.support.products import instrument_body
 from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
 
@@ -40,30 +41,6 @@ async def system(
     finally:
         await broker.close()
         await asyncio.gather(custody.stop(), matching.stop())
-
-
-def instrument(code: str) -> dict[str, Any]:
-    return {
-        "code": code,
-        "name": "Receivable income right",
-        "issuer": "Issuer Ltd",
-        "product_type": "income_right_transfer",
-        "face_value": "100.00",
-        "issue_size": 10_000,
-        "expected_yield": "0.065",
-        "term_days": 365,
-        "maturity_date": "2030-01-01",
-        "risk_level": "R3",
-        "tick_size": "0.01",
-        "lot_size": 1,
-        "min_order_qty": 1,
-        "min_order_value": "0.00",
-        "price_band_pct": "10",
-        "reference_price": "100.00",
-        "max_holders": 200,
-        "transferable": True,
-        "disclosure": {"underlying": "receivables"},
-    }
 
 
 async def gateway_sends(broker: Broker, routing_key: str, payload: dict[str, Any]) -> None:
@@ -95,7 +72,9 @@ async def test_orders_reserve_match_settle_pending_and_cancel_releases(
     code = f"E{secrets.token_hex(4).upper()}"
     async with httpx.AsyncClient(base_url=custody.url, timeout=10) as client:
         assert (
-            await client.post("/internal/instruments", json=instrument(code))
+            await client.post(
+                "/internal/instruments", json=instrument_body(code, issue_size=10_000)
+            )
         ).status_code == 201
         seller, buyer = await new_member(client), await new_member(client)
         allocated = await client.post(

@@ -12,6 +12,7 @@ import pytest
 
 from banksim.bank import Bank
 from shared.money import parse_fen
+from tests.support.products import instrument_body
 from tests.support.public_api import Partner, Staff
 from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
@@ -68,29 +69,17 @@ async def exchange(e2e_database_url: str, broker_namespace: str) -> AsyncIterato
 
 
 def product(code: str, **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "code": code,
-        "name": "收益权转让产品",
-        "issuer": "Issuer Ltd",
-        "product_type": "income_right_transfer",
-        "face_value": "100.00",
-        "issue_size": 100_000,
-        "expected_yield": "0.065",
-        "term_days": 365,
-        "maturity_date": "2030-01-01",
-        "risk_level": "R3",
-        "tick_size": "0.01",
-        "lot_size": 10,
-        "min_order_qty": 10,
-        "min_order_value": "500.00",
-        "price_band_pct": "10",
-        "reference_price": "100.00",
-        "max_holders": 200,
-        "transferable": True,
-        "disclosure": {"underlying_assets": "receivables"},
-    }
-    body.update(overrides)
-    return body
+    """Lots of 10 and a 500.00 minimum order value, so those rejects can be reached."""
+    return instrument_body(
+        code,
+        **{
+            "issue_size": 100_000,
+            "lot_size": 10,
+            "min_order_qty": 10,
+            "min_order_value": "500.00",
+            **overrides,
+        },
+    )
 
 
 async def list_product(ex: Exchange, **overrides: Any) -> str:

@@ -1,12 +1,11 @@
 """Async clients of the public REST API, signing as a partner or carrying a staff token."""
 
-import time
 from typing import Any
 
 import httpx
 import orjson
 
-from exchange_cli.api_client import sign
+from exchange_cli.api_client import signed_headers
 
 
 class Partner:
@@ -18,12 +17,8 @@ class Partner:
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
         raw = b"" if body is None else orjson.dumps(body)
-        timestamp = str(int(time.time() * 1000))
         signed = {
-            "X-Api-Key": self.api_key,
-            "X-Timestamp": timestamp,
-            "X-Signature": sign(self._secret, timestamp, method, path, raw),
-            "Content-Type": "application/json",
+            **signed_headers(self.api_key, self._secret, method, path, raw),
             **(headers or {}),
         }
         return await self.http.request(method, path, content=raw or None, headers=signed)

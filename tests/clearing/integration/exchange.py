@@ -19,34 +19,11 @@ from shared.ids import new_id, uuid7
 from shared.messaging.broker import Broker, OutgoingMessage
 from shared.messaging.envelope import Envelope
 from shared.money import format_fen, parse_fen
+from tests.support.products import instrument_body
 from tests.support.wait import wait_until
 
 PARTNER = "p_clearing_test"
 REFERENCE_PRICE_FEN = 10_000
-
-
-def instrument_body(code: str) -> dict[str, Any]:
-    return {
-        "code": code,
-        "name": "Clearing test product",
-        "issuer": "Issuer Ltd",
-        "product_type": "income_right_transfer",
-        "face_value": "100.00",
-        "issue_size": 1_000_000,
-        "expected_yield": "0.065",
-        "term_days": 365,
-        "maturity_date": "2030-01-01",
-        "risk_level": "R3",
-        "tick_size": "0.01",
-        "lot_size": 1,
-        "min_order_qty": 1,
-        "min_order_value": "0.00",
-        "price_band_pct": "10",
-        "reference_price": "100.00",
-        "max_holders": 200,
-        "transferable": True,
-        "disclosure": {"underlying": "receivables"},
-    }
 
 
 @dataclass
