@@ -23,6 +23,8 @@ INSTRUMENT_UPDATED = "instrument.updated"  # custody -> gateway (listing, state,
 BOOK_COMMAND = "book.command"  # envelope type of every message to a matching shard
 BOOK_EVENTS = "book.events"  # envelope type of every message from a book
 BUSINESS_DATE_ROLLED = "business_date.rolled"  # clearing -> custody, gateway
+WITHDRAWAL_UPDATED = "withdrawal.updated"  # custody -> gateway (a withdrawal changed status)
+SETTLEMENT_COMPLETED = "settlement.completed"  # clearing -> gateway (a day is settled)
 
 #: Default number of matching shards; products are spread over them by code.
 DEFAULT_MATCHING_SHARDS = 2
@@ -63,7 +65,14 @@ def system_queues(matching_shards: int = DEFAULT_MATCHING_SHARDS) -> tuple[Queue
         *shards,
         QueueSpec(
             "gateway.events",
-            (ORDER_REJECTED, INSTRUMENT_UPDATED, BUSINESS_DATE_ROLLED, "book.#"),
+            (
+                ORDER_REJECTED,
+                INSTRUMENT_UPDATED,
+                BUSINESS_DATE_ROLLED,
+                WITHDRAWAL_UPDATED,
+                SETTLEMENT_COMPLETED,
+                "book.#",
+            ),
             single_active_consumer=True,
         ),
         QueueSpec("clearing.book", ("book.#",), single_active_consumer=True),
@@ -123,6 +132,39 @@ class BusinessDateRolled(TypedDict):
 
     previous_date: str
     business_date: str
+
+
+class WithdrawalUpdated(TypedDict):
+    """custody -> gateway: a withdrawal's resource after a change of status (``pending``
+    when requested, ``sent`` when the day's settlement posts it, ``completed`` when the
+    bank's statement shows it); amounts as decimal strings, as in the public API, plus
+    the member's ``partner_id`` (not part of the resource)."""
+
+    withdrawal_id: str
+    member_id: str
+    amount: str
+    status: str
+    business_date: str
+    created_at: str
+    updated_at: str
+    partner_id: str | None
+
+
+class SettledMember(TypedDict):
+    member_id: str
+    net_cash: str
+    fees: str
+    net_after_fees: str
+    withdrawals: str
+
+
+class SettlementCompleted(TypedDict):
+    """clearing -> gateway: business date ``business_date`` is settled (ledger posted,
+    instruction file written); each member's cash result, as in the settlement report."""
+
+    business_date: str
+    batch_id: str
+    members: list[SettledMember]
 
 
 BookCommandName = Literal[

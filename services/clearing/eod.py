@@ -31,6 +31,9 @@ from shared.clock import utc_now
 from shared.contracts import (
     BOOK_COMMAND,
     BUSINESS_DATE_ROLLED,
+    SETTLEMENT_COMPLETED,
+    SettledMember,
+    SettlementCompleted,
     book_stream,
     shard_routing_key,
 )
@@ -440,6 +443,10 @@ class EodRunner:
                 {"d": business_date},
             )
             await store.audit(session, "eod.finished", business_date, report["totals"])
+            await self.runtime.outbox.add(
+                session,
+                [Draft(SETTLEMENT_COMPLETED, SETTLEMENT_COMPLETED, dict(settled_message(report)))],
+            )
 
 
 def settlement_from(
@@ -471,6 +478,25 @@ def settlement_from(
                 f"custody settled member {member.member_id} differently from clearing's netting"
             )
     return settlement
+
+
+def settled_message(report: dict[str, Any]) -> SettlementCompleted:
+    """What the gateway needs for partners' ``settlement.completed`` callbacks: each
+    member's cash result (units stay in the report: a busy day has ~500,000 such rows)."""
+    return SettlementCompleted(
+        business_date=report["business_date"],
+        batch_id=str(report["batch_id"]),
+        members=[
+            SettledMember(
+                member_id=m["member_id"],
+                net_cash=m["net_cash"],
+                fees=m["fees"],
+                net_after_fees=m["net_after_fees"],
+                withdrawals=m["withdrawals"],
+            )
+            for m in report["members"]
+        ],
+    )
 
 
 def settlement_report(settlement: Settlement, result: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.custody import ledger, registry
+from services.custody import ledger, messages, registry
 from services.custody.domain.journal import PostingLine
 from services.custody.schemas import DepositCreate, WithdrawalCreate
 from shared.clock import utc_now
@@ -104,7 +104,7 @@ async def request_withdrawal(
     if not await ledger.try_hold(session, cash, amount):
         raise ProblemError(422, "INSUFFICIENT_FUNDS", "the amount exceeds the available cash")
     now = utc_now()
-    return (
+    row = (
         await session.execute(
             text(
                 """
@@ -124,6 +124,8 @@ async def request_withdrawal(
             },
         )
     ).one()
+    await messages.withdrawals_updated(session, [row])
+    return row
 
 
 async def get_withdrawal(
@@ -175,7 +177,7 @@ async def complete_withdrawal(session: AsyncSession, withdrawal_id: str) -> Row[
         return row
     if row.status != "sent":
         raise ProblemError(409, "WITHDRAWAL_NOT_SENT", f"{withdrawal_id} is {row.status}, not sent")
-    return (
+    completed = (
         await session.execute(
             text(
                 "UPDATE custody.withdrawals SET status = 'completed', updated_at = now() "
@@ -184,3 +186,5 @@ async def complete_withdrawal(session: AsyncSession, withdrawal_id: str) -> Row[
             {"w": withdrawal_id},
         )
     ).one()
+    await messages.withdrawals_updated(session, [completed])
+    return completed

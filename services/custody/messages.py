@@ -1,10 +1,11 @@
-"""What custody writes to its outbox: commands for the matching shards, rejections and
-instrument updates for the gateway. Always in the caller's transaction."""
+"""What custody writes to its outbox: commands for the matching shards, rejections,
+instrument and withdrawal updates for the gateway. Always in the caller's transaction."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.custody import views
@@ -13,6 +14,7 @@ from shared.contracts import (
     BOOK_COMMAND,
     INSTRUMENT_UPDATED,
     ORDER_REJECTED,
+    WITHDRAWAL_UPDATED,
     BookCommand,
     OrderRejected,
     shard_of,
@@ -53,4 +55,28 @@ async def instrument_updated(session: AsyncSession, codes: list[str]) -> None:
         product = await get_product(session, code)
         if product is not None:
             drafts.append(Draft(INSTRUMENT_UPDATED, INSTRUMENT_UPDATED, views.instrument(product)))
+    await OUTBOX.add(session, drafts)
+
+
+async def withdrawals_updated(session: AsyncSession, rows: list[Any]) -> None:
+    """Each withdrawal's new state, with its member's partner, for the partner's
+    ``withdrawal.updated`` callback."""
+    if not rows:
+        return
+    partners: dict[str, str] = dict(
+        (
+            await session.execute(
+                text(
+                    "SELECT member_id, partner_id FROM custody.members "
+                    "WHERE member_id = ANY(CAST(:m AS text[]))"
+                ),
+                {"m": sorted({row.member_id for row in rows})},
+            )
+        ).all()
+    )
+    drafts = []
+    for row in rows:
+        payload: dict[str, Any] = dict(views.withdrawal(row))
+        payload["partner_id"] = partners.get(row.member_id)
+        drafts.append(Draft(WITHDRAWAL_UPDATED, WITHDRAWAL_UPDATED, payload))
     await OUTBOX.add(session, drafts)

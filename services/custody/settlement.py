@@ -306,14 +306,18 @@ async def apply_batch(
         entry_id, entry_seq = entry.entry_id, entry.seq
     crash_point("settlement_mid_batch")
     if withdrawals:
-        await session.execute(
+        sent = await session.execute(
             text(
                 """
                 UPDATE custody.withdrawals SET status = 'sent', batch_id = :b, updated_at = now()
                 WHERE withdrawal_id = ANY(CAST(:ids AS text[]))
+                RETURNING *
                 """
             ),
             {"b": body.batch_id, "ids": [w.withdrawal_id for w in withdrawals]},
+        )
+        await messages.withdrawals_updated(
+            session, sorted(sent.all(), key=lambda w: str(w.withdrawal_id))
         )
     products = sorted({t.instrument for t in body.trades})
     changed = await ledger.refresh_holder_counts(session, products)

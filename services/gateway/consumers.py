@@ -25,7 +25,14 @@ from services.gateway.models import orders
 from services.gateway.orders import order_resource
 from services.gateway.ws import PendingPushes
 from shared.clock import rfc3339
-from shared.contracts import BOOK_EVENTS, BUSINESS_DATE_ROLLED, INSTRUMENT_UPDATED, ORDER_REJECTED
+from shared.contracts import (
+    BOOK_EVENTS,
+    BUSINESS_DATE_ROLLED,
+    INSTRUMENT_UPDATED,
+    ORDER_REJECTED,
+    SETTLEMENT_COMPLETED,
+    WITHDRAWAL_UPDATED,
+)
 from shared.fees import trade_fee_fen
 from shared.messaging.envelope import Envelope
 from shared.money import format_fen
@@ -117,6 +124,10 @@ class ViewUpdater:
         elif envelope.type == BUSINESS_DATE_ROLLED:
             await repo.set_business_date(session, str(payload["business_date"]), only_forward=True)
             self._on_instrument("")
+        elif envelope.type == WITHDRAWAL_UPDATED:
+            await self._withdrawal(session, payload, pushes)
+        elif envelope.type == SETTLEMENT_COMPLETED:
+            await self._settlement(session, payload, pushes)
         else:
             log.debug("ignored message", extra={"type": envelope.type})
         if self._notify_channel is not None:
@@ -209,6 +220,45 @@ class ViewUpdater:
             resource = order_resource(SimpleNamespace(**order))
             pushes.orders[order["order_id"]] = (order["partner_id"], resource)
             events.append((order["partner_id"], "order.updated", resource))
+
+    async def _withdrawal(
+        self, session: AsyncSession, payload: dict[str, Any], pushes: PendingPushes
+    ) -> None:
+        data = {k: v for k, v in payload.items() if k != "partner_id"}
+        partner_id = payload.get("partner_id") or await repo.partner_of_member(
+            session, str(payload["member_id"])
+        )
+        if partner_id is None:
+            log.warning("withdrawal of an unknown member", extra={"member_id": data["member_id"]})
+            return
+        if await hooks.enqueue(session, [(str(partner_id), "withdrawal.updated", data)]):
+            pushes.webhooks = True
+
+    async def _settlement(
+        self, session: AsyncSession, payload: dict[str, Any], pushes: PendingPushes
+    ) -> None:
+        """One ``settlement.completed`` per partner, with its own members' results only."""
+        members = [m for m in payload.get("members", []) if isinstance(m, dict)]
+        owners = await repo.partners_of_members(session, {str(m["member_id"]) for m in members})
+        per_partner: dict[str, list[dict[str, Any]]] = {}
+        for m in members:
+            partner_id = owners.get(str(m["member_id"]))
+            if partner_id is not None:
+                per_partner.setdefault(partner_id, []).append(m)
+        events: list[hooks.Event] = [
+            (
+                partner_id,
+                "settlement.completed",
+                {
+                    "business_date": payload["business_date"],
+                    "status": "settled",
+                    "members": sorted(own, key=lambda m: str(m["member_id"])),
+                },
+            )
+            for partner_id, own in sorted(per_partner.items())
+        ]
+        if await hooks.enqueue(session, events):
+            pushes.webhooks = True
 
     async def _rejected(
         self, session: AsyncSession, envelope: Envelope, pushes: PendingPushes

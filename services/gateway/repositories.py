@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Row, and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -152,6 +152,24 @@ async def get_instrument(session: AsyncSession, code: str) -> Row[Any] | None:
 
 async def get_member(session: AsyncSession, member_id: str) -> Row[Any] | None:
     return (await session.execute(select(members).where(members.c.member_id == member_id))).first()
+
+
+async def partner_of_member(session: AsyncSession, member_id: str) -> str | None:
+    row = await get_member(session, member_id)
+    return None if row is None else str(row.partner_id)
+
+
+async def partners_of_members(session: AsyncSession, member_ids: set[str]) -> dict[str, str]:
+    if not member_ids:
+        return {}
+    rows = await session.execute(
+        text(
+            "SELECT member_id, partner_id FROM gateway.members "
+            "WHERE member_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": sorted(member_ids)},
+    )
+    return {str(member_id): str(partner_id) for member_id, partner_id in rows.all()}
 
 
 async def upsert_member(

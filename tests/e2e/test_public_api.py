@@ -8,10 +8,13 @@ from datetime import date, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from banksim.bank import Bank
 from shared.money import parse_fen
+from tests.gateway.support import RunningServer
 from tests.support.products import instrument_body
 from tests.support.public_api import Partner, Staff
 from tests.support.services import ServiceProcess
@@ -353,12 +356,50 @@ async def mirror_bank(ex: Exchange, day: date) -> Bank:
     return bank
 
 
+class CallbackReceiver:
+    """A partner's webhook endpoint: records every callback it acknowledges."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.app = FastAPI()
+
+        @self.app.post("/callbacks")
+        async def callback(request: Request) -> Response:
+            self.events.append(orjson.loads(await request.body()))
+            return Response(status_code=204)
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == event_type]
+
+
 async def test_a_business_day_settles_and_reconciles_with_the_bank(exchange: Exchange) -> None:
     ex = exchange
+    receiver = CallbackReceiver()
+    server = RunningServer(receiver.app)
+    await server.start()
+    try:
+        await settle_and_reconcile_a_day(ex, receiver, server.url)
+    finally:
+        await server.stop()
+
+
+async def settle_and_reconcile_a_day(ex: Exchange, receiver: CallbackReceiver, url: str) -> None:
+    registered = await ex.partner.request(
+        "POST",
+        "/v1/webhooks",
+        {"url": f"{url}/callbacks", "events": ["settlement.completed", "withdrawal.updated"]},
+    )
+    assert registered.status_code == 201, registered.text
     code = await list_product(ex)
-    seller, buyer = await member(ex), await member(ex)
+    seller, buyer, payer = await member(ex), await member(ex), await member(ex)
     await allocate(ex, code, seller, 1_000)
     await deposit(ex, buyer, "100000.00")
+    await deposit(ex, payer, "2000.00")
+    requested = await ex.partner.request(
+        "POST", f"/v1/members/{payer}/withdrawals", {"amount": "1500.00"}
+    )
+    assert requested.status_code == 202, requested.text
+    withdrawal_id = requested.json()["withdrawal_id"]
     sell = await place(ex, seller, code, "sell", "100.00", 600)
     buy = await place(ex, buyer, code, "buy", "100.00", 600)
     await order_reaches(ex, buy["order_id"], "filled")
@@ -405,3 +446,35 @@ async def test_a_business_day_settles_and_reconciles_with_the_bank(exchange: Exc
     assert (await ex.operator.request("GET", f"/v1/admin/eod/{day}")).json()[
         "status"
     ] == "reconciled"
+    withdrawal = (
+        await ex.partner.request("GET", f"/v1/members/{payer}/withdrawals/{withdrawal_id}")
+    ).json()
+    assert withdrawal["status"] == "completed", withdrawal
+
+    def withdrawal_statuses() -> list[str]:
+        return [
+            e["data"]["status"]
+            for e in receiver.of_type("withdrawal.updated")
+            if e["data"]["withdrawal_id"] == withdrawal_id
+        ]
+
+    async def callbacks_arrived() -> bool:
+        return "completed" in withdrawal_statuses() and bool(
+            receiver.of_type("settlement.completed")
+        )
+
+    await wait_until(callbacks_arrived, message="withdrawal and settlement callbacks")
+    assert withdrawal_statuses() == ["pending", "sent", "completed"]
+    assert {e["data"]["amount"] for e in receiver.of_type("withdrawal.updated")} >= {"1500.00"}
+    (settled,) = [
+        e
+        for e in receiver.of_type("settlement.completed")
+        if e["data"]["business_date"] == str(day)
+    ]
+    results = {m["member_id"]: m for m in settled["data"]["members"]}
+    assert (results[buyer]["net_cash"], results[buyer]["fees"]) == ("-60000.00", "5.00")
+    assert (results[seller]["net_cash"], results[seller]["fees"]) == ("60000.00", "5.00")
+    assert results[payer]["withdrawals"] == "1500.00"
+    for member_id in results:  # only the partner's own members are disclosed to it
+        owned = await ex.partner.request("GET", f"/v1/members/{member_id}")
+        assert owned.status_code == 200, member_id

@@ -9,6 +9,7 @@ from shared.contracts import (
     BUSINESS_DATE_ROLLED,
     INSTRUMENT_UPDATED,
     ORDER_REJECTED,
+    SETTLEMENT_COMPLETED,
     book_routing_key,
     book_stream,
 )
@@ -73,6 +74,14 @@ class Producer:
             BUSINESS_DATE_ROLLED,
             "clearing:test",
             {"previous_date": previous, "business_date": current},
+        )
+
+    async def settlement_completed(self, business_date: str, members: list[dict[str, Any]]) -> None:
+        await self._send(
+            SETTLEMENT_COMPLETED,
+            SETTLEMENT_COMPLETED,
+            "clearing:test",
+            {"business_date": business_date, "batch_id": f"B{business_date}", "members": members},
         )
 
 

@@ -149,3 +149,51 @@ async def test_a_callback_url_the_parser_refuses_is_a_validation_error(stack: St
         response = await partner.post("/v1/webhooks", {"url": url, "events": ["order.updated"]})
         assert response.status_code == 422, (url, response.text)
         assert response.json()["code"] == "VALIDATION_FAILED"
+
+
+def settled(member_id: str, net_cash: str) -> dict[str, str]:
+    return {
+        "member_id": member_id,
+        "net_cash": net_cash,
+        "fees": "2.00",
+        "net_after_fees": net_cash,
+        "withdrawals": "0.00",
+    }
+
+
+async def test_each_partner_is_told_of_its_own_members_settlement_only(
+    stack: Stack, producer: Producer
+) -> None:
+    receivers = [Receiver(failures=0), Receiver(failures=0)]
+    servers = [RunningServer(r.app) for r in receivers]
+    for server in servers:
+        await server.start()
+    try:
+        partners = [await stack.new_partner(), await stack.new_partner()]
+        own: list[list[str]] = []
+        for partner, server in zip(partners, servers, strict=True):
+            hook = {"url": f"{server.url}/hooks/exchange", "events": ["settlement.completed"]}
+            assert (await partner.post("/v1/webhooks", hook)).status_code == 201
+            own.append([await stack.new_member(partner), await stack.new_member(partner)])
+        results = [settled(own[0][0], "-100.00"), settled(own[1][0], "100.00")]
+        results.append(settled(own[0][1], "0.00"))
+        results.append(settled("m_of_nobody_we_know", "5.00"))
+        await producer.settlement_completed("2026-03-02", results)
+
+        async def both_told() -> bool:
+            return all(r.received for r in receivers)
+
+        await wait_until(both_told, message="a settlement callback to each partner")
+        for receiver, members in zip(receivers, own, strict=True):
+            (event,) = [orjson.loads(body) for _, body, _ in receiver.received]
+            assert event["type"] == "settlement.completed"
+            assert (event["data"]["business_date"], event["data"]["status"]) == (
+                "2026-03-02",
+                "settled",
+            )
+            told = {m["member_id"]: m["net_cash"] for m in event["data"]["members"]}
+            expected = {r["member_id"]: r["net_cash"] for r in results}
+            assert told == {m: expected[m] for m in members if m in expected}
+    finally:
+        for server in servers:
+            await server.stop()
