@@ -38,11 +38,10 @@ class Ours:
     def __init__(self, module: Any = None) -> None:
         if module is None:
             import services.matching.domain as module
-        OrderBook, Trade = module.OrderBook, module.Trade
+        OrderBook = module.OrderBook
         self.book = OrderBook("BENCH", 1, 1, 1, 1, 10**9, datetime.date(2026, 3, 2), "trading", 0)
         self._submit = self.book.submit
         self._cancel = self.book.cancel
-        self._trade = Trade
         self.out: list[Any] = []
         self._keep = self.out.extend
 
@@ -69,13 +68,11 @@ class Ours:
         )
 
     def trades(self) -> list[ExpectedTrade]:
-        trade = self._trade
-        if any(type(e) is not trade for e in self.out):
+        # Raw events are (type, seq, trade_id, maker_order_id, taker_order_id,
+        # maker_member_id, taker_member_id, taker_side, price_fen, quantity, date).
+        if any(e[0] != "Trade" for e in self.out):
             raise AssertionError("an event kept as a trade is not a Trade")
-        return [
-            (int(e.maker_order_id[1:]), int(e.taker_order_id[1:]), e.price_fen, e.quantity)
-            for e in self.out
-        ]
+        return [(int(e[3][1:]), int(e[4][1:]), e[8], e[9]) for e in self.out]
 
     def open_ok(self, live: list[int]) -> bool:
         return sorted(int(v.order_id[1:]) for v in self.book.open_orders()) == live

@@ -36,21 +36,21 @@ from operator import itemgetter
 from typing import Any
 
 from services.matching.domain.events import (
-    AmendRejected,
-    BandChanged,
-    BookStateChanged,
-    CancelRejected,
-    CommandRejected,
-    DayRolled,
+    AMEND_REJECTED,
+    BAND_CHANGED,
+    BOOK_STATE_CHANGED,
+    CANCEL_REJECTED,
+    COMMAND_REJECTED,
+    DAY_ROLLED,
+    ORDER_ACCEPTED,
+    ORDER_AMENDED,
+    ORDER_CANCELLED,
+    ORDER_EXPIRED,
+    ORDER_FILLED,
+    ORDER_REJECTED,
+    ORDER_RESTED,
+    TRADE,
     Event,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderExpired,
-    OrderFilled,
-    OrderRejected,
-    OrderRested,
-    Trade,
 )
 from services.matching.domain.order import Level, Order, OrderView, view_of
 from services.matching.domain.types import (
@@ -77,12 +77,10 @@ from services.matching.domain.types import (
 )
 
 SNAPSHOT_VERSION = 1
-#: ``tuple.__new__(EventType, (fields...))`` builds a NamedTuple without running its
-#: Python-level ``__new__``: about half the cost, and events are the hot path.
-_new = tuple.__new__
 _USER = Reason.USER
-#: Times in force whose remainder rests in the book.
-_RESTING_TIFS = (GTC, DAY)
+#: Quantities from this on are refused (QUANTITY_OFF_LOT): the end of the range of
+#: valid quantities, far beyond any real order (and any 64-bit column).
+_QUANTITY_LIMIT = 1 << 1024
 #: A level compacts its queue when it holds more dead entries than this and than live ones.
 #: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
 #: none: the total doubles as the emptiness test.)
@@ -113,6 +111,8 @@ class OrderBook:
         "_levels",
         "_lot_size",
         "_min_quantity",
+        "_prices",
+        "_quantities",
         "_seq",
         "_state",
         "_tick_size",
@@ -156,6 +156,24 @@ class OrderBook:
         self._bid_keys = self._keys[BUY]
         self._ask_keys = self._keys[SELL]
         self._ids: dict[str, Order | str] = {}
+        self._prices = range(0)
+        self._quantities = range(0)
+        self._set_limits()
+
+    def _set_limits(self) -> None:
+        """Recompute the ranges the submit fast path tests (after any config change).
+
+        ``_prices``: every price on tick within the band (the band's ends are on tick),
+        or nothing when the book is not trading. ``_quantities``: every multiple of the
+        lot from the minimum quantity on. ``x in range(...)`` is one O(1) C call.
+        """
+        tick = self._tick_size
+        self._prices = (
+            range(self._band_low, self._band_high + 1, tick) if self._state == TRADING else range(0)
+        )
+        lot = self._lot_size
+        smallest = -(-self._min_quantity // lot) * lot
+        self._quantities = range(smallest, _QUANTITY_LIMIT, lot)
 
     # ------------------------------------------------------------------ properties
 
@@ -259,21 +277,22 @@ class OrderBook:
         """Check, accept and match a limit order; rest its remainder if GTC/DAY."""
         seq = self._seq + 1
         if (
-            self._state != TRADING
-            or order_id in self._ids
-            # Exact ints only: a float or bool is refused, never rounded.
+            order_id in self._ids
+            # Exact ints only: a float or bool is refused, never rounded (and never
+            # reaches the range tests below, which would scan for a non-int).
             or type(price_fen) is not int
+            # Tick, band and state in one C-level test: _prices is the range of valid
+            # prices while trading, empty otherwise (see _set_limits).
+            or price_fen not in self._prices
             or type(quantity) is not int
-            or price_fen % self._tick_size
-            or not self._band_low <= price_fen <= self._band_high
-            # min_quantity >= 1, so this also refuses zero and negative quantities.
-            or quantity < self._min_quantity
-            or quantity % self._lot_size
+            # Lot and minimum quantity in one test (min_quantity >= 1, so this also
+            # refuses zero and negative quantities).
+            or quantity not in self._quantities
         ):
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         # Side and time in force are checked by the branches below; any failure goes to
         # _reject, which reports the first failed check in the fixed order.
-        if tif in _RESTING_TIFS:
+        if tif == GTC or tif == DAY:  # noqa: SIM109 (two compares, no tuple to build)
             # Fast path, the most frequent case: a GTC/DAY order that does not cross
             # rests whole. (Same steps as the resting branch at the end of _match.)
             # Keys: price for bids, -price for asks; the best level has the largest key.
@@ -291,11 +310,8 @@ class OrderBook:
                     self._ids[order_id] = order
                     self._seq = seq + 1
                     return [
-                        _new(
-                            OrderAccepted,
-                            (seq, order_id, member_id, side, price_fen, quantity, tif),
-                        ),
-                        _new(OrderRested, (seq + 1, order_id, side, price_fen, quantity)),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
                     ]
             elif side == SELL:
                 keys = self._bid_keys
@@ -312,11 +328,8 @@ class OrderBook:
                     self._ids[order_id] = order
                     self._seq = seq + 1
                     return [
-                        _new(
-                            OrderAccepted,
-                            (seq, order_id, member_id, side, price_fen, quantity, tif),
-                        ),
-                        _new(OrderRested, (seq + 1, order_id, side, price_fen, quantity)),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
                     ]
             else:
                 return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
@@ -336,7 +349,7 @@ class OrderBook:
     ) -> list[Event]:
         """Accept a checked order that may cross: match, then rest, cancel or finish it."""
         events: list[Event] = [
-            _new(OrderAccepted, (seq, order_id, member_id, side, price_fen, quantity, tif))
+            (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif)
         ]
         priority = seq
         # A taker BUY crosses ask key k when -k <= limit, i.e. k >= -limit;
@@ -353,7 +366,7 @@ class OrderBook:
 
         if tif == FOK and not _fok_fillable(opp_levels, opp_keys, limit_key, member_id, quantity):
             seq += 1
-            events.append(_new(OrderCancelled, (seq, order_id, Reason.FOK_UNFILLED, 0, quantity)))
+            events.append((ORDER_CANCELLED, seq, order_id, Reason.FOK_UNFILLED, 0, quantity))
             self._ids[order_id] = CANCELLED
             self._seq = seq
             return events
@@ -365,7 +378,6 @@ class OrderBook:
             instrument = self.instrument
             business_date = self._business_date
             append = events.append
-            new = _new
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
@@ -393,33 +405,29 @@ class OrderBook:
                         maker[5] = maker_remaining
                         total -= remaining
                         append(
-                            new(
-                                Trade,
-                                (
-                                    seq,
-                                    f"{instrument}-{seq}",
-                                    maker_id,
-                                    order_id,
-                                    maker[1],
-                                    member_id,
-                                    side,
-                                    level_price,
-                                    remaining,
-                                    business_date,
-                                ),
+                            (
+                                TRADE,
+                                seq,
+                                f"{instrument}-{seq}",
+                                maker_id,
+                                order_id,
+                                maker[1],
+                                member_id,
+                                side,
+                                level_price,
+                                remaining,
+                                business_date,
                             )
                         )
                         seq += 1
                         append(
-                            new(
-                                OrderFilled,
-                                (
-                                    seq,
-                                    maker_id,
-                                    maker[4] - maker_remaining,
-                                    maker_remaining,
-                                    PARTIALLY_FILLED,
-                                ),
+                            (
+                                ORDER_FILLED,
+                                seq,
+                                maker_id,
+                                maker[4] - maker_remaining,
+                                maker_remaining,
+                                PARTIALLY_FILLED,
                             )
                         )
                         remaining = 0
@@ -430,24 +438,22 @@ class OrderBook:
                     remaining -= maker_remaining
                     ids[maker_id] = FILLED
                     append(
-                        new(
-                            Trade,
-                            (
-                                seq,
-                                f"{instrument}-{seq}",
-                                maker_id,
-                                order_id,
-                                maker[1],
-                                member_id,
-                                side,
-                                level_price,
-                                maker_remaining,
-                                business_date,
-                            ),
+                        (
+                            TRADE,
+                            seq,
+                            f"{instrument}-{seq}",
+                            maker_id,
+                            order_id,
+                            maker[1],
+                            member_id,
+                            side,
+                            level_price,
+                            maker_remaining,
+                            business_date,
                         )
                     )
                     seq += 1
-                    append(new(OrderFilled, (seq, maker_id, maker[4], 0, FILLED)))
+                    append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
                     if not total or not remaining:
                         break
                 if total:
@@ -465,15 +471,13 @@ class OrderBook:
             if remaining != quantity:
                 seq += 1
                 append(
-                    new(
-                        OrderFilled,
-                        (
-                            seq,
-                            order_id,
-                            quantity - remaining,
-                            remaining,
-                            PARTIALLY_FILLED if remaining else FILLED,
-                        ),
+                    (
+                        ORDER_FILLED,
+                        seq,
+                        order_id,
+                        quantity - remaining,
+                        remaining,
+                        PARTIALLY_FILLED if remaining else FILLED,
                     )
                 )
 
@@ -482,15 +486,13 @@ class OrderBook:
         elif self_trade or tif == IOC:
             seq += 1
             why = Reason.SELF_TRADE_PREVENTED if self_trade else Reason.IOC_REMAINDER
-            events.append(
-                _new(OrderCancelled, (seq, order_id, why, quantity - remaining, remaining))
-            )
+            events.append((ORDER_CANCELLED, seq, order_id, why, quantity - remaining, remaining))
             self._ids[order_id] = CANCELLED
         else:
             # Rest the remainder.
             self._rest([order_id, member_id, side, price_fen, quantity, remaining, tif, priority])
             seq += 1
-            events.append(_new(OrderRested, (seq, order_id, side, price_fen, remaining)))
+            events.append((ORDER_RESTED, seq, order_id, side, price_fen, remaining))
         self._seq = seq
         return events
 
@@ -506,7 +508,7 @@ class OrderBook:
     ) -> list[Event]:
         self._seq = seq
         reason = self._reject_reason(order_id, side, price_fen, quantity, tif)
-        return [_new(OrderRejected, (seq, order_id, member_id, reason))]
+        return [(ORDER_REJECTED, seq, order_id, member_id, reason)]
 
     def _reject_reason(
         self, order_id: str, side: str, price_fen: int, quantity: int, tif: str
@@ -524,7 +526,12 @@ class OrderBook:
             return Reason.PRICE_OFF_TICK
         if price_fen < self._band_low or price_fen > self._band_high:
             return Reason.PRICE_OUT_OF_BAND
-        if type(quantity) is not int or quantity <= 0 or quantity % self._lot_size:
+        if (
+            type(quantity) is not int
+            or quantity <= 0
+            or quantity % self._lot_size
+            or quantity >= _QUANTITY_LIMIT
+        ):
             return Reason.QUANTITY_OFF_LOT
         return Reason.BELOW_MIN_QUANTITY
 
@@ -579,7 +586,7 @@ class OrderBook:
         order = ids.get(order_id)
         if type(order) is not list:
             reason = Reason.ORDER_NOT_FOUND if order is None else Reason.ORDER_FINAL
-            return [CancelRejected(seq, order_id, reason)]
+            return [(CANCEL_REJECTED, seq, order_id, reason)]
         # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
         remaining = order[5]
         order[5] = 0
@@ -603,7 +610,7 @@ class OrderBook:
             keys = self._bid_keys if order[2] == BUY else self._ask_keys
             del keys[bisect_left(keys, key)]
         ids[order_id] = CANCELLED
-        return [_new(OrderCancelled, (seq, order_id, _USER, order[4] - remaining, remaining))]
+        return [(ORDER_CANCELLED, seq, order_id, _USER, order[4] - remaining, remaining)]
 
     def amend(self, order_id: str, new_quantity: int) -> list[Event]:
         """Reduce an open order's total quantity, keeping its time priority.
@@ -615,9 +622,9 @@ class OrderBook:
         order = self._ids.get(order_id)
         if type(order) is not list:
             reason = Reason.ORDER_NOT_FOUND if order is None else Reason.ORDER_FINAL
-            return [AmendRejected(seq, order_id, reason)]
+            return [(AMEND_REJECTED, seq, order_id, reason)]
         if self._state != TRADING:
-            return [AmendRejected(seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
+            return [(AMEND_REJECTED, seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
         quantity = order[4]
         filled = quantity - order[5]
         if (
@@ -625,7 +632,7 @@ class OrderBook:
             or not filled < new_quantity < quantity
             or new_quantity % self._lot_size
         ):
-            return [AmendRejected(seq, order_id, Reason.INVALID_AMEND)]
+            return [(AMEND_REJECTED, seq, order_id, Reason.INVALID_AMEND)]
         released = quantity - new_quantity
         order[4] = new_quantity
         order[5] -= released
@@ -633,7 +640,7 @@ class OrderBook:
             self._bid_levels[order[3]][0] -= released
         else:
             self._ask_levels[-order[3]][0] -= released
-        return [OrderAmended(seq, order_id, new_quantity, filled, order[5], released)]
+        return [(ORDER_AMENDED, seq, order_id, new_quantity, filled, order[5], released)]
 
     # ------------------------------------------------------------------ book commands
 
@@ -649,14 +656,15 @@ class OrderBook:
         seq = self._seq + 1
         if self._state == DELISTED:
             self._seq = seq
-            return [CommandRejected(seq, "delist", Reason.INVALID_STATE_TRANSITION)]
-        events: list[Event] = [BookStateChanged(seq, self._state, DELISTED)]
+            return [(COMMAND_REJECTED, seq, "delist", Reason.INVALID_STATE_TRANSITION)]
+        events: list[Event] = [(BOOK_STATE_CHANGED, seq, self._state, DELISTED)]
         self._state = DELISTED
+        self._set_limits()
         ids = self._ids
         for order in sorted(_open_records(ids), key=_by_priority):
             seq += 1
             events.append(
-                OrderCancelled(seq, order[0], Reason.DELISTED, order[4] - order[5], order[5])
+                (ORDER_CANCELLED, seq, order[0], Reason.DELISTED, order[4] - order[5], order[5])
             )
             order[5] = 0
             ids[order[0]] = CANCELLED
@@ -670,9 +678,10 @@ class OrderBook:
         seq = self._seq + 1
         self._seq = seq
         if self._state != source:
-            return [CommandRejected(seq, command, Reason.INVALID_STATE_TRANSITION)]
+            return [(COMMAND_REJECTED, seq, command, Reason.INVALID_STATE_TRANSITION)]
         self._state = target
-        return [BookStateChanged(seq, source, target)]
+        self._set_limits()
+        return [(BOOK_STATE_CHANGED, seq, source, target)]
 
     def roll_day(self, new_date: datetime.date) -> list[Event]:
         """Advance the business date by exactly one day and expire DAY orders.
@@ -682,8 +691,8 @@ class OrderBook:
         seq = self._seq + 1
         if new_date != self._business_date + datetime.timedelta(days=1):
             self._seq = seq
-            return [CommandRejected(seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
-        events: list[Event] = [DayRolled(seq, self._business_date, new_date)]
+            return [(COMMAND_REJECTED, seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
+        events: list[Event] = [(DAY_ROLLED, seq, self._business_date, new_date)]
         self._business_date = new_date
         # Forget the closing day's final ids: keep only the open orders (O(day's ids),
         # once a day).
@@ -693,7 +702,7 @@ class OrderBook:
         expiring = sorted((o for o in still_open if o[6] == DAY), key=_by_priority)
         for order in expiring:
             seq += 1
-            events.append(OrderExpired(seq, order[0], order[4] - order[5], order[5]))
+            events.append((ORDER_EXPIRED, seq, order[0], order[4] - order[5], order[5]))
             self._unlink(order)
             ids[order[0]] = EXPIRED
         self._seq = seq
@@ -704,10 +713,11 @@ class OrderBook:
         seq = self._seq + 1
         self._seq = seq
         if not _band_ok(band_low_fen, band_high_fen, self._tick_size):
-            return [CommandRejected(seq, "set_band", Reason.INVALID_BAND)]
+            return [(COMMAND_REJECTED, seq, "set_band", Reason.INVALID_BAND)]
         self._band_low = band_low_fen
         self._band_high = band_high_fen
-        return [BandChanged(seq, band_low_fen, band_high_fen)]
+        self._set_limits()
+        return [(BAND_CHANGED, seq, band_low_fen, band_high_fen)]
 
     # ------------------------------------------------------------------ snapshot
 
