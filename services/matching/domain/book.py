@@ -375,8 +375,9 @@ class OrderBook:
         self_trade = False
         if opp_keys and opp_keys[-1] >= limit_key:
             ids = self._ids
-            instrument = self.instrument
             business_date = self._business_date
+            # Trade ids are "<instrument>-<seq of the Trade event>".
+            prefix = self.instrument + "-"
             append = events.append
             while True:
                 key = opp_keys[-1]
@@ -394,11 +395,11 @@ class OrderBook:
                         head += 1
                         level[1] -= 1
                         continue
-                    if maker[1] == member_id:
+                    maker_member = maker[1]
+                    if maker_member == member_id:
                         self_trade = True
                         break
                     maker_id = maker[0]
-                    seq += 1
                     if remaining < maker_remaining:
                         # The taker ends inside this maker: a partial fill of the maker.
                         maker_remaining -= remaining
@@ -407,11 +408,11 @@ class OrderBook:
                         append(
                             (
                                 TRADE,
-                                seq,
-                                f"{instrument}-{seq}",
+                                seq + 1,
+                                f"{prefix}{seq + 1}",
                                 maker_id,
                                 order_id,
-                                maker[1],
+                                maker_member,
                                 member_id,
                                 side,
                                 level_price,
@@ -419,7 +420,7 @@ class OrderBook:
                                 business_date,
                             )
                         )
-                        seq += 1
+                        seq += 2
                         append(
                             (
                                 ORDER_FILLED,
@@ -440,11 +441,11 @@ class OrderBook:
                     append(
                         (
                             TRADE,
-                            seq,
-                            f"{instrument}-{seq}",
+                            seq + 1,
+                            f"{prefix}{seq + 1}",
                             maker_id,
                             order_id,
-                            maker[1],
+                            maker_member,
                             member_id,
                             side,
                             level_price,
@@ -452,9 +453,9 @@ class OrderBook:
                             business_date,
                         )
                     )
-                    seq += 1
+                    seq += 2
                     append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
-                    if not total or not remaining:
+                    if not remaining or not total:
                         break
                 if total:
                     level[0] = total
