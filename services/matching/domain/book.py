@@ -277,10 +277,9 @@ class OrderBook:
         """Check, accept and match a limit order; rest its remainder if GTC/DAY."""
         seq = self._seq + 1
         if (
-            order_id in self._ids
             # Exact ints only: a float or bool is refused, never rounded (and never
             # reaches the range tests below, which would scan for a non-int).
-            or type(price_fen) is not int
+            type(price_fen) is not int
             # Tick, band and state in one C-level test: _prices is the range of valid
             # prices while trading, empty otherwise (see _set_limits).
             or price_fen not in self._prices
@@ -290,8 +289,8 @@ class OrderBook:
             or quantity not in self._quantities
         ):
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
-        # Side and time in force are checked by the branches below; any failure goes to
-        # _reject, which reports the first failed check in the fixed order.
+        # Side, time in force and a duplicate id are checked by the branches below; any
+        # failure goes to _reject, which reports the first failed check in the fixed order.
         if tif == GTC or tif == DAY:  # noqa: SIM109 (two compares, no tuple to build)
             # Fast path, the most frequent case: a GTC/DAY order that does not cross
             # rests whole. (Same steps as the resting branch at the end of _match.)
@@ -300,6 +299,11 @@ class OrderBook:
                 keys = self._ask_keys
                 if not keys or keys[-1] < -price_fen:
                     order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
+                    # The duplicate-id check and the index insert in one probe.
+                    if self._ids.setdefault(order_id, order) is not order:
+                        return self._reject(
+                            seq, order_id, member_id, side, price_fen, quantity, tif
+                        )
                     level = self._bid_levels.get(price_fen)
                     if level is None:
                         self._bid_levels[price_fen] = [quantity, 0, 3, order]
@@ -307,7 +311,6 @@ class OrderBook:
                     else:
                         level.append(order)
                         level[0] += quantity
-                    self._ids[order_id] = order
                     self._seq = seq + 1
                     return [
                         (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
@@ -317,6 +320,10 @@ class OrderBook:
                 keys = self._bid_keys
                 if not keys or keys[-1] < price_fen:
                     order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
+                    if self._ids.setdefault(order_id, order) is not order:
+                        return self._reject(
+                            seq, order_id, member_id, side, price_fen, quantity, tif
+                        )
                     key = -price_fen
                     level = self._ask_levels.get(key)
                     if level is None:
@@ -325,7 +332,6 @@ class OrderBook:
                     else:
                         level.append(order)
                         level[0] += quantity
-                    self._ids[order_id] = order
                     self._seq = seq + 1
                     return [
                         (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
@@ -334,6 +340,8 @@ class OrderBook:
             else:
                 return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         elif (tif != IOC and tif != FOK) or (side != BUY and side != SELL):
+            return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
+        if order_id in self._ids:
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         return self._match(seq, order_id, member_id, side, price_fen, quantity, tif)
 
