@@ -78,9 +78,6 @@ from services.matching.domain.types import (
 
 SNAPSHOT_VERSION = 1
 _USER = Reason.USER
-#: Quantities from this on are refused (QUANTITY_OFF_LOT): the end of the range of
-#: valid quantities, far beyond any real order (and any 64-bit column).
-_QUANTITY_LIMIT = 1 << 1024
 #: A level compacts its queue when it holds more dead entries than this and than live ones.
 #: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
 #: none: the total doubles as the emptiness test.)
@@ -111,8 +108,6 @@ class OrderBook:
         "_levels",
         "_lot_size",
         "_min_quantity",
-        "_prices",
-        "_quantities",
         "_seq",
         "_state",
         "_tick_size",
@@ -156,24 +151,6 @@ class OrderBook:
         self._bid_keys = self._keys[BUY]
         self._ask_keys = self._keys[SELL]
         self._ids: dict[str, Order | str] = {}
-        self._prices = range(0)
-        self._quantities = range(0)
-        self._set_limits()
-
-    def _set_limits(self) -> None:
-        """Recompute the ranges the submit fast path tests (after any config change).
-
-        ``_prices``: every price on tick within the band (the band's ends are on tick),
-        or nothing when the book is not trading. ``_quantities``: every multiple of the
-        lot from the minimum quantity on. ``x in range(...)`` is one O(1) C call.
-        """
-        tick = self._tick_size
-        self._prices = (
-            range(self._band_low, self._band_high + 1, tick) if self._state == TRADING else range(0)
-        )
-        lot = self._lot_size
-        smallest = -(-self._min_quantity // lot) * lot
-        self._quantities = range(smallest, _QUANTITY_LIMIT, lot)
 
     # ------------------------------------------------------------------ properties
 
@@ -277,16 +254,15 @@ class OrderBook:
         """Check, accept and match a limit order; rest its remainder if GTC/DAY."""
         seq = self._seq + 1
         if (
-            # Exact ints only: a float or bool is refused, never rounded (and never
-            # reaches the range tests below, which would scan for a non-int).
-            type(price_fen) is not int
-            # Tick, band and state in one C-level test: _prices is the range of valid
-            # prices while trading, empty otherwise (see _set_limits).
-            or price_fen not in self._prices
+            self._state != TRADING
+            # Exact ints only: a float or bool is refused, never rounded.
+            or type(price_fen) is not int
             or type(quantity) is not int
-            # Lot and minimum quantity in one test (min_quantity >= 1, so this also
-            # refuses zero and negative quantities).
-            or quantity not in self._quantities
+            or price_fen % self._tick_size
+            or not self._band_low <= price_fen <= self._band_high
+            # min_quantity >= 1, so this also refuses zero and negative quantities.
+            or quantity < self._min_quantity
+            or quantity % self._lot_size
         ):
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         # Side, time in force and a duplicate id are checked by the branches below; any
@@ -535,12 +511,7 @@ class OrderBook:
             return Reason.PRICE_OFF_TICK
         if price_fen < self._band_low or price_fen > self._band_high:
             return Reason.PRICE_OUT_OF_BAND
-        if (
-            type(quantity) is not int
-            or quantity <= 0
-            or quantity % self._lot_size
-            or quantity >= _QUANTITY_LIMIT
-        ):
+        if type(quantity) is not int or quantity <= 0 or quantity % self._lot_size:
             return Reason.QUANTITY_OFF_LOT
         return Reason.BELOW_MIN_QUANTITY
 
@@ -668,7 +639,6 @@ class OrderBook:
             return [(COMMAND_REJECTED, seq, "delist", Reason.INVALID_STATE_TRANSITION)]
         events: list[Event] = [(BOOK_STATE_CHANGED, seq, self._state, DELISTED)]
         self._state = DELISTED
-        self._set_limits()
         ids = self._ids
         for order in sorted(_open_records(ids), key=_by_priority):
             seq += 1
@@ -689,7 +659,6 @@ class OrderBook:
         if self._state != source:
             return [(COMMAND_REJECTED, seq, command, Reason.INVALID_STATE_TRANSITION)]
         self._state = target
-        self._set_limits()
         return [(BOOK_STATE_CHANGED, seq, source, target)]
 
     def roll_day(self, new_date: datetime.date) -> list[Event]:
@@ -725,7 +694,6 @@ class OrderBook:
             return [(COMMAND_REJECTED, seq, "set_band", Reason.INVALID_BAND)]
         self._band_low = band_low_fen
         self._band_high = band_high_fen
-        self._set_limits()
         return [(BAND_CHANGED, seq, band_low_fen, band_high_fen)]
 
     # ------------------------------------------------------------------ snapshot
