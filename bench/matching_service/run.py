@@ -270,10 +270,11 @@ async def offered_load(
 
 async def main(args: argparse.Namespace) -> None:
     tag = f"{os.getpid()}"
-    database_url = f"{BASE_URL}/exchange_bench_matching"
+    database = args.database
+    database_url = f"{BASE_URL}/{database}"
     admin = await asyncpg.connect(asyncpg_dsn(BASE_URL + "/postgres"))
-    await admin.execute('DROP DATABASE IF EXISTS "exchange_bench_matching" WITH (FORCE)')
-    await admin.execute('CREATE DATABASE "exchange_bench_matching"')
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
     await asyncio.to_thread(upgrade_all, database_url)
     prefix = f"bench{tag}"
@@ -400,6 +401,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--resting", type=int, default=100_000)
     parser.add_argument("--port", type=int, default=18002)
+    parser.add_argument(
+        "--database",
+        default="exchange_bench_matching",
+        help="database to (re)create for the run (use your own when others bench too)",
+    )
     return parser.parse_args(argv)
 
 

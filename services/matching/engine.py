@@ -9,7 +9,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from services.matching.domain import DayRolled, Event, OrderBook, Trade
+from services.matching.domain import Event, OrderBook
+from services.matching.domain.events import DAY_ROLLED, TRADE, TRADE_PRICE, TRADE_QUANTITY
 from services.matching.market import MarketStats
 from services.matching.wire import CommandError, check_command, event_to_wire
 
@@ -110,9 +111,10 @@ class ShardEngine:
     def _output(self, code: str, events: list[Event], executed_at: str) -> BookOutput:
         stats = self.stats[code]
         for event in events:
-            if type(event) is Trade:
-                stats.on_trade(event.price_fen, event.quantity, executed_at, event.seq)
-            elif type(event) is DayRolled:
+            kind = event[0]
+            if kind == TRADE:
+                stats.on_trade(event[TRADE_PRICE], event[TRADE_QUANTITY], executed_at, event[1])
+            elif kind == DAY_ROLLED:
                 stats.new_day()
         self.published[code] += 1
         return BookOutput(code, executed_at, [event_to_wire(e) for e in events])

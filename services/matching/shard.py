@@ -12,6 +12,7 @@ Every replay checks that it reproduces, byte for byte, the events already in the
 """
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -76,6 +77,12 @@ class ShardWorker:
         started = time.perf_counter()
         async with self._lock:
             await self._rebuild()
+            # The recovered books (up to 100k+ resting orders, the day's id index) live
+            # as long as the process: take them out of the collector's sight so that no
+            # full collection on the command path traverses them again (new objects are
+            # collected as usual; measured in docs/benchmarks.md, "Matching book").
+            gc.collect()
+            gc.freeze()
         log.info(
             "shard recovered",
             extra={

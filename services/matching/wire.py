@@ -3,7 +3,7 @@
 import datetime
 from typing import Any
 
-from services.matching.domain import Event
+from services.matching.domain import FIELDS, Event
 from shared.contracts import BookCommand
 
 
@@ -12,8 +12,10 @@ class CommandError(ValueError):
 
 
 def event_to_wire(event: Event) -> dict[str, Any]:
-    wire: dict[str, Any] = {"type": type(event).__name__}
-    for name, value in zip(event._fields, event, strict=True):
+    """The published object of a raw book event: ``{"type", "seq", ...fields}`` in order."""
+    kind = event[0]
+    wire: dict[str, Any] = {"type": kind}
+    for name, value in zip(FIELDS[kind], event[1:], strict=True):
         wire[name] = value.isoformat() if isinstance(value, datetime.date) else value
     return wire
 

@@ -1,10 +1,12 @@
 """Pure, I/O-free order book and matching engine of one product.
 
 ``OrderBook`` holds integer prices (fen) and quantities (units). Every command returns
-the list of events it caused; every event's first field ``seq`` is the book's
+the list of events it caused; every event's ``seq`` (index 1, after the type) is the book's
 per-product sequence number, one more than the event before it, across all commands.
 
-Events of one ``submit``, in order:
+Events are plain tuples ``(type, seq, *fields)`` (``events.py``: why, and the fields of
+each type as a NamedTuple; ``typed(event)`` converts one). Events of one ``submit``, in
+order:
 
 1. ``OrderRejected`` alone (a last-line check failed; nothing changed but ``seq``), or
    ``OrderAccepted``;
@@ -30,6 +32,7 @@ roll expires count as final in the new day. Older ids are the service's to polic
 
 from services.matching.domain.book import BookConfigError, OrderBook
 from services.matching.domain.events import (
+    FIELDS,
     AmendRejected,
     BandChanged,
     BookStateChanged,
@@ -45,11 +48,14 @@ from services.matching.domain.events import (
     OrderRejected,
     OrderRested,
     Trade,
+    TypedEvent,
+    typed,
 )
 from services.matching.domain.order import OrderView
 from services.matching.domain.types import BookState, Reason, Side, TimeInForce
 
 __all__ = [
+    "FIELDS",
     "AmendRejected",
     "BandChanged",
     "BookConfigError",
@@ -72,4 +78,6 @@ __all__ = [
     "Side",
     "TimeInForce",
     "Trade",
+    "TypedEvent",
+    "typed",
 ]

@@ -36,21 +36,21 @@ from operator import itemgetter
 from typing import Any
 
 from services.matching.domain.events import (
-    AmendRejected,
-    BandChanged,
-    BookStateChanged,
-    CancelRejected,
-    CommandRejected,
-    DayRolled,
+    AMEND_REJECTED,
+    BAND_CHANGED,
+    BOOK_STATE_CHANGED,
+    CANCEL_REJECTED,
+    COMMAND_REJECTED,
+    DAY_ROLLED,
+    ORDER_ACCEPTED,
+    ORDER_AMENDED,
+    ORDER_CANCELLED,
+    ORDER_EXPIRED,
+    ORDER_FILLED,
+    ORDER_REJECTED,
+    ORDER_RESTED,
+    TRADE,
     Event,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderExpired,
-    OrderFilled,
-    OrderRejected,
-    OrderRested,
-    Trade,
 )
 from services.matching.domain.order import Level, Order, OrderView, view_of
 from services.matching.domain.types import (
@@ -77,12 +77,7 @@ from services.matching.domain.types import (
 )
 
 SNAPSHOT_VERSION = 1
-#: ``tuple.__new__(EventType, (fields...))`` builds a NamedTuple without running its
-#: Python-level ``__new__``: about half the cost, and events are the hot path.
-_new = tuple.__new__
 _USER = Reason.USER
-#: Times in force whose remainder rests in the book.
-_RESTING_TIFS = (GTC, DAY)
 #: A level compacts its queue when it holds more dead entries than this and than live ones.
 #: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
 #: none: the total doubles as the emptiness test.)
@@ -260,7 +255,6 @@ class OrderBook:
         seq = self._seq + 1
         if (
             self._state != TRADING
-            or order_id in self._ids
             # Exact ints only: a float or bool is refused, never rounded.
             or type(price_fen) is not int
             or type(quantity) is not int
@@ -271,9 +265,9 @@ class OrderBook:
             or quantity % self._lot_size
         ):
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
-        # Side and time in force are checked by the branches below; any failure goes to
-        # _reject, which reports the first failed check in the fixed order.
-        if tif in _RESTING_TIFS:
+        # Side, time in force and a duplicate id are checked by the branches below; any
+        # failure goes to _reject, which reports the first failed check in the fixed order.
+        if tif == GTC or tif == DAY:  # noqa: SIM109 (two compares, no tuple to build)
             # Fast path, the most frequent case: a GTC/DAY order that does not cross
             # rests whole. (Same steps as the resting branch at the end of _match.)
             # Keys: price for bids, -price for asks; the best level has the largest key.
@@ -281,6 +275,11 @@ class OrderBook:
                 keys = self._ask_keys
                 if not keys or keys[-1] < -price_fen:
                     order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
+                    # The duplicate-id check and the index insert in one probe.
+                    if self._ids.setdefault(order_id, order) is not order:
+                        return self._reject(
+                            seq, order_id, member_id, side, price_fen, quantity, tif
+                        )
                     level = self._bid_levels.get(price_fen)
                     if level is None:
                         self._bid_levels[price_fen] = [quantity, 0, 3, order]
@@ -288,19 +287,19 @@ class OrderBook:
                     else:
                         level.append(order)
                         level[0] += quantity
-                    self._ids[order_id] = order
                     self._seq = seq + 1
                     return [
-                        _new(
-                            OrderAccepted,
-                            (seq, order_id, member_id, side, price_fen, quantity, tif),
-                        ),
-                        _new(OrderRested, (seq + 1, order_id, side, price_fen, quantity)),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
                     ]
             elif side == SELL:
                 keys = self._bid_keys
                 if not keys or keys[-1] < price_fen:
                     order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
+                    if self._ids.setdefault(order_id, order) is not order:
+                        return self._reject(
+                            seq, order_id, member_id, side, price_fen, quantity, tif
+                        )
                     key = -price_fen
                     level = self._ask_levels.get(key)
                     if level is None:
@@ -309,18 +308,16 @@ class OrderBook:
                     else:
                         level.append(order)
                         level[0] += quantity
-                    self._ids[order_id] = order
                     self._seq = seq + 1
                     return [
-                        _new(
-                            OrderAccepted,
-                            (seq, order_id, member_id, side, price_fen, quantity, tif),
-                        ),
-                        _new(OrderRested, (seq + 1, order_id, side, price_fen, quantity)),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
                     ]
             else:
                 return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         elif (tif != IOC and tif != FOK) or (side != BUY and side != SELL):
+            return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
+        if order_id in self._ids:
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         return self._match(seq, order_id, member_id, side, price_fen, quantity, tif)
 
@@ -336,7 +333,7 @@ class OrderBook:
     ) -> list[Event]:
         """Accept a checked order that may cross: match, then rest, cancel or finish it."""
         events: list[Event] = [
-            _new(OrderAccepted, (seq, order_id, member_id, side, price_fen, quantity, tif))
+            (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif)
         ]
         priority = seq
         # A taker BUY crosses ask key k when -k <= limit, i.e. k >= -limit;
@@ -353,7 +350,7 @@ class OrderBook:
 
         if tif == FOK and not _fok_fillable(opp_levels, opp_keys, limit_key, member_id, quantity):
             seq += 1
-            events.append(_new(OrderCancelled, (seq, order_id, Reason.FOK_UNFILLED, 0, quantity)))
+            events.append((ORDER_CANCELLED, seq, order_id, Reason.FOK_UNFILLED, 0, quantity))
             self._ids[order_id] = CANCELLED
             self._seq = seq
             return events
@@ -362,10 +359,10 @@ class OrderBook:
         self_trade = False
         if opp_keys and opp_keys[-1] >= limit_key:
             ids = self._ids
-            instrument = self.instrument
             business_date = self._business_date
+            # Trade ids are "<instrument>-<seq of the Trade event>".
+            prefix = self.instrument + "-"
             append = events.append
-            new = _new
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
@@ -382,44 +379,40 @@ class OrderBook:
                         head += 1
                         level[1] -= 1
                         continue
-                    if maker[1] == member_id:
+                    maker_member = maker[1]
+                    if maker_member == member_id:
                         self_trade = True
                         break
                     maker_id = maker[0]
-                    seq += 1
                     if remaining < maker_remaining:
                         # The taker ends inside this maker: a partial fill of the maker.
                         maker_remaining -= remaining
                         maker[5] = maker_remaining
                         total -= remaining
                         append(
-                            new(
-                                Trade,
-                                (
-                                    seq,
-                                    f"{instrument}-{seq}",
-                                    maker_id,
-                                    order_id,
-                                    maker[1],
-                                    member_id,
-                                    side,
-                                    level_price,
-                                    remaining,
-                                    business_date,
-                                ),
+                            (
+                                TRADE,
+                                seq + 1,
+                                f"{prefix}{seq + 1}",
+                                maker_id,
+                                order_id,
+                                maker_member,
+                                member_id,
+                                side,
+                                level_price,
+                                remaining,
+                                business_date,
                             )
                         )
-                        seq += 1
+                        seq += 2
                         append(
-                            new(
-                                OrderFilled,
-                                (
-                                    seq,
-                                    maker_id,
-                                    maker[4] - maker_remaining,
-                                    maker_remaining,
-                                    PARTIALLY_FILLED,
-                                ),
+                            (
+                                ORDER_FILLED,
+                                seq,
+                                maker_id,
+                                maker[4] - maker_remaining,
+                                maker_remaining,
+                                PARTIALLY_FILLED,
                             )
                         )
                         remaining = 0
@@ -430,25 +423,23 @@ class OrderBook:
                     remaining -= maker_remaining
                     ids[maker_id] = FILLED
                     append(
-                        new(
-                            Trade,
-                            (
-                                seq,
-                                f"{instrument}-{seq}",
-                                maker_id,
-                                order_id,
-                                maker[1],
-                                member_id,
-                                side,
-                                level_price,
-                                maker_remaining,
-                                business_date,
-                            ),
+                        (
+                            TRADE,
+                            seq + 1,
+                            f"{prefix}{seq + 1}",
+                            maker_id,
+                            order_id,
+                            maker_member,
+                            member_id,
+                            side,
+                            level_price,
+                            maker_remaining,
+                            business_date,
                         )
                     )
-                    seq += 1
-                    append(new(OrderFilled, (seq, maker_id, maker[4], 0, FILLED)))
-                    if not total or not remaining:
+                    seq += 2
+                    append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
+                    if not remaining or not total:
                         break
                 if total:
                     level[0] = total
@@ -465,15 +456,13 @@ class OrderBook:
             if remaining != quantity:
                 seq += 1
                 append(
-                    new(
-                        OrderFilled,
-                        (
-                            seq,
-                            order_id,
-                            quantity - remaining,
-                            remaining,
-                            PARTIALLY_FILLED if remaining else FILLED,
-                        ),
+                    (
+                        ORDER_FILLED,
+                        seq,
+                        order_id,
+                        quantity - remaining,
+                        remaining,
+                        PARTIALLY_FILLED if remaining else FILLED,
                     )
                 )
 
@@ -482,15 +471,13 @@ class OrderBook:
         elif self_trade or tif == IOC:
             seq += 1
             why = Reason.SELF_TRADE_PREVENTED if self_trade else Reason.IOC_REMAINDER
-            events.append(
-                _new(OrderCancelled, (seq, order_id, why, quantity - remaining, remaining))
-            )
+            events.append((ORDER_CANCELLED, seq, order_id, why, quantity - remaining, remaining))
             self._ids[order_id] = CANCELLED
         else:
             # Rest the remainder.
             self._rest([order_id, member_id, side, price_fen, quantity, remaining, tif, priority])
             seq += 1
-            events.append(_new(OrderRested, (seq, order_id, side, price_fen, remaining)))
+            events.append((ORDER_RESTED, seq, order_id, side, price_fen, remaining))
         self._seq = seq
         return events
 
@@ -506,7 +493,7 @@ class OrderBook:
     ) -> list[Event]:
         self._seq = seq
         reason = self._reject_reason(order_id, side, price_fen, quantity, tif)
-        return [_new(OrderRejected, (seq, order_id, member_id, reason))]
+        return [(ORDER_REJECTED, seq, order_id, member_id, reason)]
 
     def _reject_reason(
         self, order_id: str, side: str, price_fen: int, quantity: int, tif: str
@@ -579,7 +566,7 @@ class OrderBook:
         order = ids.get(order_id)
         if type(order) is not list:
             reason = Reason.ORDER_NOT_FOUND if order is None else Reason.ORDER_FINAL
-            return [CancelRejected(seq, order_id, reason)]
+            return [(CANCEL_REJECTED, seq, order_id, reason)]
         # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
         remaining = order[5]
         order[5] = 0
@@ -603,7 +590,7 @@ class OrderBook:
             keys = self._bid_keys if order[2] == BUY else self._ask_keys
             del keys[bisect_left(keys, key)]
         ids[order_id] = CANCELLED
-        return [_new(OrderCancelled, (seq, order_id, _USER, order[4] - remaining, remaining))]
+        return [(ORDER_CANCELLED, seq, order_id, _USER, order[4] - remaining, remaining)]
 
     def amend(self, order_id: str, new_quantity: int) -> list[Event]:
         """Reduce an open order's total quantity, keeping its time priority.
@@ -615,9 +602,9 @@ class OrderBook:
         order = self._ids.get(order_id)
         if type(order) is not list:
             reason = Reason.ORDER_NOT_FOUND if order is None else Reason.ORDER_FINAL
-            return [AmendRejected(seq, order_id, reason)]
+            return [(AMEND_REJECTED, seq, order_id, reason)]
         if self._state != TRADING:
-            return [AmendRejected(seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
+            return [(AMEND_REJECTED, seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
         quantity = order[4]
         filled = quantity - order[5]
         if (
@@ -625,7 +612,7 @@ class OrderBook:
             or not filled < new_quantity < quantity
             or new_quantity % self._lot_size
         ):
-            return [AmendRejected(seq, order_id, Reason.INVALID_AMEND)]
+            return [(AMEND_REJECTED, seq, order_id, Reason.INVALID_AMEND)]
         released = quantity - new_quantity
         order[4] = new_quantity
         order[5] -= released
@@ -633,7 +620,7 @@ class OrderBook:
             self._bid_levels[order[3]][0] -= released
         else:
             self._ask_levels[-order[3]][0] -= released
-        return [OrderAmended(seq, order_id, new_quantity, filled, order[5], released)]
+        return [(ORDER_AMENDED, seq, order_id, new_quantity, filled, order[5], released)]
 
     # ------------------------------------------------------------------ book commands
 
@@ -649,14 +636,14 @@ class OrderBook:
         seq = self._seq + 1
         if self._state == DELISTED:
             self._seq = seq
-            return [CommandRejected(seq, "delist", Reason.INVALID_STATE_TRANSITION)]
-        events: list[Event] = [BookStateChanged(seq, self._state, DELISTED)]
+            return [(COMMAND_REJECTED, seq, "delist", Reason.INVALID_STATE_TRANSITION)]
+        events: list[Event] = [(BOOK_STATE_CHANGED, seq, self._state, DELISTED)]
         self._state = DELISTED
         ids = self._ids
         for order in sorted(_open_records(ids), key=_by_priority):
             seq += 1
             events.append(
-                OrderCancelled(seq, order[0], Reason.DELISTED, order[4] - order[5], order[5])
+                (ORDER_CANCELLED, seq, order[0], Reason.DELISTED, order[4] - order[5], order[5])
             )
             order[5] = 0
             ids[order[0]] = CANCELLED
@@ -670,9 +657,9 @@ class OrderBook:
         seq = self._seq + 1
         self._seq = seq
         if self._state != source:
-            return [CommandRejected(seq, command, Reason.INVALID_STATE_TRANSITION)]
+            return [(COMMAND_REJECTED, seq, command, Reason.INVALID_STATE_TRANSITION)]
         self._state = target
-        return [BookStateChanged(seq, source, target)]
+        return [(BOOK_STATE_CHANGED, seq, source, target)]
 
     def roll_day(self, new_date: datetime.date) -> list[Event]:
         """Advance the business date by exactly one day and expire DAY orders.
@@ -682,8 +669,8 @@ class OrderBook:
         seq = self._seq + 1
         if new_date != self._business_date + datetime.timedelta(days=1):
             self._seq = seq
-            return [CommandRejected(seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
-        events: list[Event] = [DayRolled(seq, self._business_date, new_date)]
+            return [(COMMAND_REJECTED, seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
+        events: list[Event] = [(DAY_ROLLED, seq, self._business_date, new_date)]
         self._business_date = new_date
         # Forget the closing day's final ids: keep only the open orders (O(day's ids),
         # once a day).
@@ -693,7 +680,7 @@ class OrderBook:
         expiring = sorted((o for o in still_open if o[6] == DAY), key=_by_priority)
         for order in expiring:
             seq += 1
-            events.append(OrderExpired(seq, order[0], order[4] - order[5], order[5]))
+            events.append((ORDER_EXPIRED, seq, order[0], order[4] - order[5], order[5]))
             self._unlink(order)
             ids[order[0]] = EXPIRED
         self._seq = seq
@@ -704,10 +691,10 @@ class OrderBook:
         seq = self._seq + 1
         self._seq = seq
         if not _band_ok(band_low_fen, band_high_fen, self._tick_size):
-            return [CommandRejected(seq, "set_band", Reason.INVALID_BAND)]
+            return [(COMMAND_REJECTED, seq, "set_band", Reason.INVALID_BAND)]
         self._band_low = band_low_fen
         self._band_high = band_high_fen
-        return [BandChanged(seq, band_low_fen, band_high_fen)]
+        return [(BAND_CHANGED, seq, band_low_fen, band_high_fen)]
 
     # ------------------------------------------------------------------ snapshot
 

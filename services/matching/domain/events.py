@@ -1,14 +1,49 @@
 """Output events of the matching book.
 
-Every event is an immutable ``NamedTuple`` whose first field ``seq`` is the book's
-per-product sequence number: strictly increasing by one across all commands, no gaps.
-Tuples are the cheapest typed records CPython has, and events are on the hot path.
+An event is a plain tuple ``(type, seq, field, ...)``: ``type`` is the event's name (a
+string constant below, also its ``"type"`` on the wire), ``seq`` the book's per-product
+sequence number (strictly increasing by one across all commands, no gaps), then the
+event's other fields in the order of the ``NamedTuple`` of the same name below.
+
+Why plain tuples, not the NamedTuples themselves: a tuple display is one bytecode
+(``BUILD_TUPLE``) where a NamedTuple costs a call, and CPython's garbage collector
+untracks a plain tuple of atomic values (str, int, date) at its first collection, so
+events a consumer keeps (trades) are never traversed again; a NamedTuple instance stays
+tracked and is traversed by every older-generation collection. Events are the book's
+hot path (about 2.5 per command).
+
+The NamedTuple classes name and type the fields (``FIELDS`` is what the service
+publishes); ``typed(event)`` turns a raw event into its NamedTuple, for tests and
+debugging. The published JSON is ``{"type": ..., "seq": ..., field: value, ...}`` in
+exactly this order, dates as ``YYYY-MM-DD`` (``services/matching/wire.py``).
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import NamedTuple
+from typing import Any, Final, NamedTuple
+
+#: A raw event: ``(type, seq, *fields)``.
+Event = tuple[Any, ...]
+
+ORDER_ACCEPTED: Final = "OrderAccepted"
+ORDER_REJECTED: Final = "OrderRejected"
+TRADE: Final = "Trade"
+ORDER_FILLED: Final = "OrderFilled"
+ORDER_RESTED: Final = "OrderRested"
+ORDER_CANCELLED: Final = "OrderCancelled"
+ORDER_EXPIRED: Final = "OrderExpired"
+ORDER_AMENDED: Final = "OrderAmended"
+CANCEL_REJECTED: Final = "CancelRejected"
+AMEND_REJECTED: Final = "AmendRejected"
+BOOK_STATE_CHANGED: Final = "BookStateChanged"
+DAY_ROLLED: Final = "DayRolled"
+BAND_CHANGED: Final = "BandChanged"
+COMMAND_REJECTED: Final = "CommandRejected"
+
+# Positions in a raw Trade event (the ones consumers read on the hot path).
+TRADE_PRICE: Final = 8
+TRADE_QUANTITY: Final = 9
 
 
 class OrderAccepted(NamedTuple):
@@ -148,7 +183,7 @@ class CommandRejected(NamedTuple):
     reason: str
 
 
-Event = (
+TypedEvent = (
     OrderAccepted
     | OrderRejected
     | Trade
@@ -164,3 +199,35 @@ Event = (
     | BandChanged
     | CommandRejected
 )
+
+_CLASSES: Final[dict[str, Any]] = {
+    cls.__name__: cls
+    for cls in (
+        OrderAccepted,
+        OrderRejected,
+        Trade,
+        OrderFilled,
+        OrderRested,
+        OrderCancelled,
+        OrderExpired,
+        OrderAmended,
+        CancelRejected,
+        AmendRejected,
+        BookStateChanged,
+        DayRolled,
+        BandChanged,
+        CommandRejected,
+    )
+}
+
+#: Field names of each event type (after ``type``), ``seq`` first: the wire's keys.
+FIELDS: Final[dict[str, tuple[str, ...]]] = {name: cls._fields for name, cls in _CLASSES.items()}
+
+
+def typed(event: Event) -> TypedEvent:
+    """The NamedTuple of a raw event (for tests and debugging; not on the hot path)."""
+    cls = _CLASSES[event[0]]
+    if len(event) != len(cls._fields) + 1:
+        raise ValueError(f"malformed {event[0]} event: {event!r}")
+    result: TypedEvent = cls._make(event[1:])
+    return result

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 
 import pytest
+from typed_book import TypedBook
 
 from services.matching.domain import (
     AmendRejected,
@@ -14,7 +16,6 @@ from services.matching.domain import (
     CancelRejected,
     CommandRejected,
     DayRolled,
-    Event,
     OrderAccepted,
     OrderAmended,
     OrderBook,
@@ -24,13 +25,15 @@ from services.matching.domain import (
     OrderRejected,
     OrderRested,
     Trade,
+    TypedEvent,
+    typed,
 )
 
 DAY1 = datetime.date(2026, 3, 2)
 DAY2 = datetime.date(2026, 3, 3)
 
 
-def make_book(**overrides: object) -> OrderBook:
+def make_book(**overrides: object) -> TypedBook:
     params: dict[str, object] = {
         "instrument": "GOLD1",
         "tick_size_fen": 5,
@@ -41,10 +44,10 @@ def make_book(**overrides: object) -> OrderBook:
         "business_date": DAY1,
     }
     params.update(overrides)
-    return OrderBook(**params)  # type: ignore[arg-type]
+    return TypedBook(OrderBook(**params))  # type: ignore[arg-type]
 
 
-def trades(events: list[Event]) -> list[tuple[str, str, int, int]]:
+def trades(events: list[TypedEvent]) -> list[tuple[str, str, int, int]]:
     return [
         (e.maker_order_id, e.taker_order_id, e.price_fen, e.quantity)
         for e in events
@@ -52,7 +55,7 @@ def trades(events: list[Event]) -> list[tuple[str, str, int, int]]:
     ]
 
 
-def last(events: list[Event]) -> Event:
+def last(events: list[TypedEvent]) -> TypedEvent:
     return events[-1]
 
 
@@ -385,7 +388,7 @@ def test_snapshot_is_json_and_restores_same_hash_and_behaviour() -> None:
     book.amend("b1", 30)
     book.cancel("s1")
     snap = json.loads(json.dumps(book.snapshot()))
-    copy = OrderBook.restore(snap)
+    copy = TypedBook.restore(snap)
     assert copy.state_hash() == book.state_hash()
     assert copy.open_orders() == book.open_orders()
     assert copy.submit("s2", "m3", "SELL", 1000, 40, "IOC") == book.submit(
@@ -415,7 +418,7 @@ def test_restore_refuses_unknown_version() -> None:
     snap = make_book().snapshot()
     snap["version"] = 99
     with pytest.raises(BookConfigError):
-        OrderBook.restore(snap)
+        TypedBook.restore(snap)
 
 
 def test_lazy_deletion_compacts_and_keeps_fifo() -> None:
@@ -452,7 +455,7 @@ def test_restore_refuses_corrupt_order_rows() -> None:
     snap = book.snapshot()
     snap["orders"][0][5] = 0  # remaining 0 is not an open order
     with pytest.raises(BookConfigError):
-        OrderBook.restore(snap)
+        TypedBook.restore(snap)
 
 
 def test_events_are_typed_tuples() -> None:
@@ -497,7 +500,7 @@ def test_long_level_consumed_in_many_small_takes_keeps_fifo() -> None:
         assert len(book) == len(expected) - len(taken)
     assert taken == expected[: len(taken)]
     snap = json.loads(json.dumps(book.snapshot()))
-    assert OrderBook.restore(snap).state_hash() == book.state_hash()
+    assert TypedBook.restore(snap).state_hash() == book.state_hash()
 
 
 def test_final_statuses_survive_snapshot_and_clear_at_roll() -> None:
@@ -507,7 +510,7 @@ def test_final_statuses_survive_snapshot_and_clear_at_roll() -> None:
         if i % 2:
             book.cancel(f"o{i}")
     book.submit("s", "m2", "SELL", 1000, 20 * 300, "IOC")
-    copy = OrderBook.restore(json.loads(json.dumps(book.snapshot())))
+    copy = TypedBook.restore(json.loads(json.dumps(book.snapshot())))
     for b in (book, copy):
         assert b.final_status("o1") == "CANCELLED"
         assert b.final_status("o0") == "FILLED"
@@ -519,3 +522,21 @@ def test_final_statuses_survive_snapshot_and_clear_at_roll() -> None:
     book.roll_day(DAY2)
     assert book.final_status("o1") is None
     assert book.snapshot()["final"] == []
+
+
+# ---------------------------------------------------------------- raw events
+
+
+def test_raw_events_are_plain_tuples_that_the_gc_untracks() -> None:
+    book = make_book()
+    book.submit("s1", "m1", "SELL", 1000, 20, "GTC")
+    raw = book.raw.submit("b1", "m2", "BUY", 1000, 20, "IOC")
+    assert [e[0] for e in raw] == ["OrderAccepted", "Trade", "OrderFilled", "OrderFilled"]
+    assert all(type(e) is tuple for e in raw)
+    assert raw[1] == ("Trade", 4, "GOLD1-4", "s1", "b1", "m1", "m2", "BUY", 1000, 20, DAY1)
+    assert typed(raw[1]) == Trade(4, "GOLD1-4", "s1", "b1", "m1", "m2", "BUY", 1000, 20, DAY1)
+    # Kept events cost the garbage collector nothing after their first collection.
+    gc.collect()
+    assert not any(gc.is_tracked(e) for e in raw)
+    with pytest.raises(ValueError, match="malformed"):
+        typed(raw[1][:-1])

@@ -15,11 +15,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_model import RefBook
+from typed_book import TypedBook
 
 from services.matching.domain import (
     AmendRejected,
     CancelRejected,
-    Event,
     OrderAccepted,
     OrderAmended,
     OrderBook,
@@ -29,6 +29,7 @@ from services.matching.domain import (
     OrderRejected,
     OrderRested,
     Trade,
+    TypedEvent,
 )
 
 TICK, LOT, MIN_QTY, LOW, HIGH = 5, 10, 20, 950, 1050
@@ -64,8 +65,8 @@ commands = st.lists(
 )
 
 
-def new_book() -> OrderBook:
-    return OrderBook("P1", TICK, LOT, MIN_QTY, LOW, HIGH, DATE)
+def new_book() -> TypedBook:
+    return TypedBook(OrderBook("P1", TICK, LOT, MIN_QTY, LOW, HIGH, DATE))
 
 
 def resolve(cmd: Command, ids: list[str]) -> Command:
@@ -76,7 +77,7 @@ def resolve(cmd: Command, ids: list[str]) -> Command:
     return cmd
 
 
-def run_book(book: OrderBook, cmd: Command, order_id: str) -> list[Event]:
+def run_book(book: TypedBook, cmd: Command, order_id: str) -> list[TypedEvent]:
     kind = cmd[0]
     if kind == "submit":
         _, member, side, price, qty, tif = cmd
@@ -103,7 +104,7 @@ def run_ref(ref: RefBook, cmd: Command, order_id: str) -> str:
     return str(kind)
 
 
-def outcome(cmd: Command, events: list[Event]) -> str:
+def outcome(cmd: Command, events: list[TypedEvent]) -> str:
     first, final = events[0], events[-1]
     if isinstance(first, OrderRejected | CancelRejected | AmendRejected):
         return f"rejected:{first.reason}"
@@ -118,7 +119,7 @@ def outcome(cmd: Command, events: list[Event]) -> str:
     return "filled"
 
 
-def trade_tuples(events: list[Event]) -> list[tuple[str, str, str, str, int, int]]:
+def trade_tuples(events: list[TypedEvent]) -> list[tuple[str, str, str, str, int, int]]:
     return [
         (
             e.maker_order_id,
@@ -133,7 +134,7 @@ def trade_tuples(events: list[Event]) -> list[tuple[str, str, str, str, int, int
     ]
 
 
-def check_invariants(book: OrderBook) -> None:
+def check_invariants(book: TypedBook) -> None:
     bids, asks = book.depth(1000)
     # No crossed book at rest.
     if bids and asks:
@@ -160,7 +161,7 @@ def check_invariants(book: OrderBook) -> None:
 def test_differential_against_reference_model(stream: list[Command]) -> None:
     book, ref = new_book(), RefBook(TICK, LOT, MIN_QTY, LOW, HIGH)
     ids: list[str] = []
-    all_events: list[Event] = []
+    all_events: list[TypedEvent] = []
     book_trades: list[tuple[str, str, str, str, int, int]] = []
     accepted: dict[str, tuple[int, str, int]] = {}  # id -> (quantity, side, limit)
     filled: dict[str, int] = defaultdict(int)
@@ -232,7 +233,7 @@ def test_snapshot_restore_gives_same_hash_and_same_future(
         run_book(book, book_cmd, f"a{n}")
         if raw[0] == "submit":
             ids.append(f"a{n}")
-    copy = OrderBook.restore(json.loads(json.dumps(book.snapshot())))
+    copy = TypedBook.restore(json.loads(json.dumps(book.snapshot())))
     assert copy.state_hash() == book.state_hash()
     assert copy.snapshot() == book.snapshot()
     if roll:
@@ -254,7 +255,7 @@ def test_same_inputs_same_events_and_hash(stream: list[Command]) -> None:
     for _ in range(2):
         book = new_book()
         ids: list[str] = []
-        out: list[Event] = []
+        out: list[TypedEvent] = []
         for n, raw in enumerate(stream):
             out += run_book(book, resolve(raw, ids), f"o{n}")
             if raw[0] == "submit":
@@ -282,7 +283,7 @@ def test_day_roll_and_delist_end_states(stream: list[Command]) -> None:
     assert all(v.tif != "DAY" for v in book.open_orders())
     # Trades after the roll carry the new business date.
     day2 = DATE + datetime.timedelta(days=1)
-    later: list[Event] = []
+    later: list[TypedEvent] = []
     for n, raw in enumerate(stream):
         later += run_book(book, resolve(raw, ids), f"d2-{n}")
     assert all(e.business_date == day2 for e in later if isinstance(e, Trade))
