@@ -32,6 +32,11 @@ from shared.metrics import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+#: Optional hooks around a batch's handlers, in its transaction: ``begin`` sees every
+#: envelope of the batch first (to load what they touch in one statement), ``end`` runs
+#: after the last handler (to write back what they changed in one statement).
+BatchBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
+BatchEnd = Callable[[AsyncSession], Awaitable[None]]
 #: One AMQP message and the envelopes it carried (one, or a bundle).
 Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
@@ -161,12 +166,16 @@ class InboxConsumer:
         session_factory: async_sessionmaker[AsyncSession],
         handler: Handler,
         max_batch: int = 200,
+        batch_begin: BatchBegin | None = None,
+        batch_end: BatchEnd | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
         self.inbox = Inbox(schema, name)
         self._session_factory = session_factory
         self._handler = handler
+        self._batch_begin = batch_begin
+        self._batch_end = batch_end
         self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=name)
 
     async def start(self, broker: Broker) -> None:
@@ -227,6 +236,8 @@ class InboxConsumer:
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
+            if self._batch_begin is not None:
+                await self._batch_begin(session, [e for _, es in groups for e in es])
             for _, envelopes in groups:
                 for envelope in envelopes:
                     token = correlation_id_var.set(envelope.correlation_id)
@@ -238,6 +249,8 @@ class InboxConsumer:
                             duplicates += 1
                     finally:
                         correlation_id_var.reset(token)
+            if self._batch_end is not None:
+                await self._batch_end(session)
         crash_point("consumer_after_commit")
         if ack:
             for message, _ in groups:
