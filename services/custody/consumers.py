@@ -6,6 +6,7 @@ commit together with the record that the message was applied (exactly once)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date
 from typing import Any, cast
 
@@ -56,6 +57,16 @@ def command_handler(
     return handle
 
 
+async def lock_command_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    submits = [cast(OrderSubmit, e.payload) for e in envelopes if e.type == ORDER_SUBMIT]
+    await orders.lock_accounts_of_submits(session, submits)
+
+
+async def lock_book_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    payloads = [e.payload for e in envelopes if e.type == BOOK_EVENTS]
+    await orders.lock_accounts_of_book_events(session, payloads)
+
+
 def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         if envelope.type != BOOK_EVENTS:
@@ -69,6 +80,11 @@ def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
 def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
     queues = {q.name: q for q in system_queues(settings.matching_shards)}
     return [
-        ConsumerSpec("commands", queues["custody.commands"], command_handler(settings)),
-        ConsumerSpec("book", queues["custody.book"], book_handler()),
+        ConsumerSpec(
+            "commands",
+            queues["custody.commands"],
+            command_handler(settings),
+            batch_begin=lock_command_batch,
+        ),
+        ConsumerSpec("book", queues["custody.book"], book_handler(), batch_begin=lock_book_batch),
     ]
