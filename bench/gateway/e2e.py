@@ -555,14 +555,18 @@ async def main(args: argparse.Namespace) -> None:
                 f"send→final {describe(e2e)}\n    {cpu}"
             )
 
-        await measure(
-            f"single orders, {args.concurrency} concurrent", client.single, args.concurrency
-        )
-        await measure(
-            f"batches of {args.batch}, {args.batch_concurrency} concurrent",
-            lambda: client.batch(args.batch),
-            args.batch_concurrency,
-        )
+        if "single" in args.phases:
+            await measure(
+                f"single orders, {args.concurrency} concurrent", client.single, args.concurrency
+            )
+        if "batch" in args.phases:
+            await measure(
+                f"batches of {args.batch}, {args.batch_concurrency} concurrent",
+                lambda: client.batch(args.batch),
+                args.batch_concurrency,
+            )
+        if "latency" not in args.phases:
+            return
 
         # Latency at a fixed offered rate, with a bare round trip at the same rate.
         base: list[float] = []
@@ -625,6 +629,12 @@ if __name__ == "__main__":
         "--batch-rate-size", type=int, default=20, help="also offer the rate as batches (0: no)"
     )
     parser.add_argument("--members", type=int, default=20)
+    parser.add_argument(
+        "--phases",
+        type=lambda v: set(v.split(",")),
+        default={"single", "batch", "latency"},
+        help="comma-separated: single,batch,latency",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and queues")
     parser.add_argument(
         "--env", action="append", default=[], help="extra KEY=VALUE for every service"

@@ -357,6 +357,31 @@ async def test_a_batch_is_recorded_like_its_messages_one_by_one(msg_engine: Asyn
         ] == [("B", 0, 3)]
 
 
+async def test_outbox_rows_carry_their_allocated_sequence_in_body_and_column(
+    msg_engine: AsyncEngine,
+) -> None:
+    """The sequence is allocated and written in one statement; the stored body says the
+    same as the column and the returned envelope, whatever text the payload holds."""
+    tricky = {"sequence": -1, "text": '"sequence":-1', "ünïcode": "价格"}
+    first = await write_outbox(msg_engine, 2, **tricky)
+    second = await write_outbox(msg_engine, 3, **tricky)
+    written = first + second
+    assert [e.sequence for e in written] == [1, 2, 3, 4, 5]
+    async with msg_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(f"SELECT message_id, sequence, body FROM {SCHEMA}.outbox ORDER BY id")
+            )
+        ).all()
+    assert [(str(r.message_id), r.sequence) for r in rows] == [
+        (e.message_id, e.sequence) for e in written
+    ]
+    for row, envelope in zip(rows, written, strict=True):
+        stored = Envelope.decode(bytes(row.body))
+        assert stored == envelope
+        assert stored.payload == {"n": envelope.payload["n"], **tricky}
+
+
 def test_crash_points_are_inert_unless_named() -> None:
     # The harness relies on this variable; the test process itself must never crash.
     assert os.environ.get("EXCHANGE_CRASH_AT") is None
