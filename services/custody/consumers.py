@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.custody import ledger, orders
+from services.custody import ledger, messages, orders
 from services.custody.settings import CustodySettings
 from shared.contracts import (
     BOOK_EVENTS,
@@ -57,9 +57,15 @@ def command_handler(
     return handle
 
 
-async def lock_command_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+async def begin_command_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    """Lock the batch's accounts in id order; collect its commands to shards."""
     submits = [cast(OrderSubmit, e.payload) for e in envelopes if e.type == ORDER_SUBMIT]
     await orders.lock_accounts_of_submits(session, submits)
+    messages.defer_shard_commands(session)
+
+
+async def end_command_batch(session: AsyncSession) -> None:
+    await messages.write_deferred_shard_commands(session)
 
 
 async def lock_book_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
@@ -84,7 +90,8 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
             "commands",
             queues["custody.commands"],
             command_handler(settings),
-            batch_begin=lock_command_batch,
+            batch_begin=begin_command_batch,
+            batch_end=end_command_batch,
         ),
         ConsumerSpec("book", queues["custody.book"], book_handler(), batch_begin=lock_book_batch),
     ]

@@ -41,6 +41,8 @@ class Draft:
     routing_key: str
     payload: dict[str, Any]
     message_id: str | None = None
+    #: The correlation id to carry; by default the one of the current context.
+    correlation_id: str | None = None
 
 
 class Outbox:
@@ -64,15 +66,17 @@ class Outbox:
             INSERT INTO {self.schema}.outbox
                 (message_id, stream, sequence, routing_key, message_type, correlation_id, body)
             SELECT m.message_id, :stream, a.base + m.n, m.routing_key, m.message_type,
-                   :correlation_id,
+                   m.correlation_id,
                    convert_to(
                        regexp_replace(m.body, '"sequence":-1', '"sequence":' || (a.base + m.n)),
                        'UTF8'
                    )
             FROM unnest(
                      CAST(:message_ids AS uuid[]), CAST(:routing_keys AS text[]),
-                     CAST(:types AS text[]), CAST(:bodies AS text[])
-                 ) WITH ORDINALITY AS m(message_id, routing_key, message_type, body, n),
+                     CAST(:types AS text[]), CAST(:bodies AS text[]),
+                     CAST(:correlation_ids AS text[])
+                 ) WITH ORDINALITY AS m(message_id, routing_key, message_type, body,
+                                        correlation_id, n),
                  allocated a
             ORDER BY m.n
             RETURNING sequence
@@ -98,7 +102,7 @@ class Outbox:
                 stream=stream_name,
                 sequence=-1,
                 payload=draft.payload,
-                correlation_id=correlation_id,
+                correlation_id=draft.correlation_id or correlation_id,
             )
             for draft in drafts
         ]
