@@ -113,7 +113,7 @@ class Outbox:
                     {
                         "stream": stream_name,
                         "n": len(drafts),
-                        "correlation_id": correlation_id,
+                        "correlation_ids": [e.correlation_id for e in drafted],
                         "message_ids": [e.message_id for e in drafted],
                         "routing_keys": [d.routing_key for d in drafts],
                         "types": [e.type for e in drafted],
