@@ -2,7 +2,7 @@
 PostgreSQL and RabbitMQ, orders signed like a partner's and counted when their order view
 is final.
 
-    .venv/bin/python -m bench.gateway.e2e [--seconds 8] [--concurrency 32] [--rate 1000]
+    .venv/bin/python -m bench.gateway.e2e [--seconds 8] [--concurrency 32] [--rates 100,1000]
 
 "Order view final" means: the gateway's order view row has left ``pending_new`` for the
 state the engine decided for the order's ``new`` command (``open``, ``partially_filled``,
@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,7 +389,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    seconds: float, rate: float, send: Callable[[float], Awaitable[int]]
+    seconds: float, rate: float, send: Callable[[float], Coroutine[Any, Any, int]]
 ) -> tuple[int, float]:
     """Requests started at a fixed rate whatever the answers do; latency counts from the
     scheduled start (no coordinated omission). Returns (items, start)."""
@@ -526,7 +526,7 @@ async def main(args: argparse.Namespace) -> None:
         rows: list[tuple[str, str]] = []
 
         async def healthz(_: float | None = None) -> int:
-            await pool.request("GET", "/healthz")  # type: ignore[union-attr]
+            await pool.request("GET", "/healthz")
             return 1
 
         # The load generator's own ceiling: a bare HTTP round trip to the gateway.
@@ -568,39 +568,49 @@ async def main(args: argparse.Namespace) -> None:
         if "latency" not in args.phases:
             return
 
-        # Latency at a fixed offered rate, with a bare round trip at the same rate.
-        base: list[float] = []
+        # Latency at fixed offered rates, with a bare round trip at the same rate.
+        for rate in args.rates:
+            base: list[float] = []
 
-        async def timed_healthz(scheduled: float) -> int:
-            await pool.request("GET", "/healthz")  # type: ignore[union-attr]
-            base.append(time.perf_counter() - scheduled)
-            return 1
+            async def timed_healthz(scheduled: float, base: list[float] = base) -> int:
+                await pool.request("GET", "/healthz")
+                base.append(time.perf_counter() - scheduled)
+                return 1
 
-        await open_loop(args.latency_seconds, args.rate, timed_healthz)
-        print(f"- baseline GET /healthz at {args.rate}/s: {describe(base)}")
-        before = set(tracker.sent)
-        n, start = await open_loop(args.latency_seconds, args.rate, client.single)
-        ids = [i for i in tracker.sent if i not in before]
-        await tracker.wait_final(ids)
-        e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
-        acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
-        print(f"- single orders offered at {args.rate}/s ({len(ids)} orders):")
-        print(f"    202:   {describe(acks)}")
-        print(f"    final: {describe(e2e)}")
-        print(
-            f"    ratio p99 final / p99 bare round trip: {pct(e2e, 0.99) / max(pct(base, 0.99), 1e-9):.1f}×"
-        )
-        if args.batch_rate_size:
-            size = args.batch_rate_size
+            await open_loop(args.latency_seconds, rate, timed_healthz)
+            print(f"- baseline GET /healthz offered at {rate:g}/s: {describe(base)}")
             before = set(tracker.sent)
-            await open_loop(args.latency_seconds, args.rate / size, lambda s: client.batch(size, s))
+            errors = client.errors
+            await open_loop(args.latency_seconds, rate, client.single)
             ids = [i for i in tracker.sent if i not in before]
             await tracker.wait_final(ids)
             e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
             acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
-            print(f"- batches of {size} offered at {args.rate} orders/s ({len(ids)} orders):")
+            print(
+                f"- single orders offered at {rate:g}/s ({len(ids)} accepted, "
+                f"{client.errors - errors} refused):"
+            )
             print(f"    202:   {describe(acks)}")
             print(f"    final: {describe(e2e)}")
+            print(
+                "    p99 final / p99 bare round trip: "
+                f"{pct(e2e, 0.99) / max(pct(base, 0.99), 1e-9):.1f}×"
+            )
+            if args.batch_rate_size:
+                size = args.batch_rate_size
+                before = set(tracker.sent)
+                await open_loop(
+                    args.latency_seconds,
+                    rate / size,
+                    lambda s, size=size: client.batch(size, s),  # type: ignore[misc]
+                )
+                ids = [i for i in tracker.sent if i not in before]
+                await tracker.wait_final(ids)
+                e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
+                acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
+                print(f"- batches of {size} offered at {rate:g} orders/s ({len(ids)} orders):")
+                print(f"    202:   {describe(acks)}")
+                print(f"    final: {describe(e2e)}")
         print(f"- final states: {tracker.statuses}; errors: {client.errors}")
     finally:
         if listener is not None:
@@ -624,7 +634,12 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--batch-concurrency", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument(
+        "--rates",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[1000.0],
+        help="offered rates (orders/s) of the latency phases",
+    )
     parser.add_argument(
         "--batch-rate-size", type=int, default=20, help="also offer the rate as batches (0: no)"
     )

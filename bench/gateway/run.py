@@ -153,6 +153,8 @@ async def main(args: argparse.Namespace) -> None:
             "--log-level",
             "warning",
             "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",
         ],
         env=env,
     )
@@ -162,7 +164,10 @@ async def main(args: argparse.Namespace) -> None:
     )
     try:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+        # No limit on waiting for a pooled connection: at a fixed offered rate above what the
+        # gateway answers, requests queue here, and that wait is part of their latency.
+        timeout = httpx.Timeout(30, pool=None)
+        async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits) as http:
             for _ in range(300):
                 try:
                     if (await http.get("/readyz")).status_code == 200:
@@ -272,7 +277,12 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         await broker.close()
         gateway.terminate()
-        gateway.wait(15)
+        try:
+            await asyncio.to_thread(gateway.wait, 20)
+        except subprocess.TimeoutExpired:
+            print("(the gateway did not exit within 20 s of SIGTERM; killed)")
+            gateway.kill()
+            await asyncio.to_thread(gateway.wait)
         for stub in stubs:
             await stub.stop()
         admin_conn = await asyncpg.connect(asyncpg_dsn(database).rsplit("/", 1)[0] + "/postgres")
