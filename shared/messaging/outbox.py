@@ -154,11 +154,17 @@ class OutboxRelay:
         self._bundle_size = bundle_size
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The relay's advisory lock and its batch in one round trip: the CTE holds a
+        # volatile function, so PostgreSQL evaluates it once, before the rows are read; when
+        # another relay holds the lock, no row is returned (and none is locked).
         self._select = text(
             f"""
+            WITH relay_lock AS MATERIALIZED (
+                SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS held
+            )
             SELECT id, message_id, stream, sequence, routing_key, message_type, correlation_id, body
             FROM {self.schema}.outbox
-            WHERE published_at IS NULL
+            WHERE published_at IS NULL AND (SELECT held FROM relay_lock)
             ORDER BY id
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
@@ -183,15 +189,12 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many messages it published."""
         async with self._engine.connect() as conn, conn.begin():
-            locked = (
+            rows = (
                 await conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"),
-                    {"key": f"outbox-relay:{self.schema}"},
+                    self._select,
+                    {"key": f"outbox-relay:{self.schema}", "limit": self._batch_size},
                 )
-            ).scalar_one()
-            if not locked:
-                return 0
-            rows = (await conn.execute(self._select, {"limit": self._batch_size})).all()
+            ).all()
             if not rows:
                 return 0
             crash_point("relay_before_publish")
