@@ -53,7 +53,7 @@ AMQP = os.environ.get("EXCHANGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:56
 ADMIN = "bench-admin-" + secrets.token_hex(6)
 SERVICES = ("custody", "matching", "clearing", "gateway")
 SHARDS = 2
-FINAL_WAIT = 120.0
+FINAL_WAIT = 300.0
 
 
 # --- processes --------------------------------------------------------------------------
