@@ -35,13 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import asyncpg
 import httpx
 import orjson
 
 from exchange_cli.api_client import signed_headers
-from shared.contracts import shard_of
+from shared.contracts import shard_of, system_queues
 from shared.db import asyncpg_dsn
+from shared.messaging.topology import Topology
 from shared.migrations import ensure_database, upgrade_all
 from tests.support.broker_admin import delete_broker_namespace
 from tests.support.products import instrument_body
@@ -406,6 +408,44 @@ async def open_loop(
     return sum(results), start
 
 
+async def quiesce(conn: asyncpg.Connection, prefix: str, timeout: float = FINAL_WAIT) -> float:
+    """Wait until the whole exchange is idle (nothing unpublished in any outbox, nothing
+    waiting in any queue, no message applied for a second): a phase's tail (trades being
+    turned into obligations, clearing's copies) must not slow the next one. Returns the
+    seconds waited."""
+    topology = Topology(prefix)
+    names = [topology.queue_name(q) for q in system_queues(SHARDS)]
+    started = time.perf_counter()
+    connection = await aio_pika.connect(AMQP)
+    try:
+        channel = await connection.channel()
+        last: tuple[int, int] | None = None
+        while time.perf_counter() - started < timeout:
+            unpublished = await conn.fetchval(
+                " + ".join(
+                    f"(SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL)"
+                    for s in SERVICES
+                ).join(("SELECT ", ""))
+            )
+            applied = await conn.fetchval(
+                " + ".join(
+                    f"(SELECT count(*) FROM {s}.inbox)" for s in SERVICES if s != "matching"
+                ).join(("SELECT ", ""))
+            )
+            ready = 0
+            for name in names:
+                queue = await channel.declare_queue(name, passive=True)
+                ready += queue.declaration_result.message_count or 0
+            state = (int(unpublished) + ready, int(applied))
+            if state[0] == 0 and state == last:
+                return time.perf_counter() - started
+            last = state
+            await asyncio.sleep(1.0)
+    finally:
+        await connection.close()
+    raise RuntimeError(f"the exchange did not become idle within {timeout} s")
+
+
 # --- set-up --------------------------------------------------------------------------------
 
 
@@ -538,6 +578,7 @@ async def main(args: argparse.Namespace) -> None:
         meter = CpuMeter(services, f"exchange_bench_{tag}", listener)
 
         async def measure(label: str, send: Callable[[], Awaitable[int]], conc: int) -> None:
+            await quiesce(listener, prefix)
             before = set(tracker.sent)
             cpu_before = await meter.snapshot()
             n, start, end = await closed_loop(args.seconds, conc, send)
@@ -570,6 +611,7 @@ async def main(args: argparse.Namespace) -> None:
 
         # Latency at fixed offered rates, with a bare round trip at the same rate.
         for rate in args.rates:
+            await quiesce(listener, prefix)
             base: list[float] = []
 
             async def timed_healthz(scheduled: float, base: list[float] = base) -> int:
@@ -597,6 +639,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"{pct(e2e, 0.99) / max(pct(base, 0.99), 1e-9):.1f}×"
             )
             if args.batch_rate_size:
+                await quiesce(listener, prefix)
                 size = args.batch_rate_size
                 before = set(tracker.sent)
                 await open_loop(
