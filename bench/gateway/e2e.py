@@ -160,10 +160,14 @@ class Conn:
 
 
 class Pool:
-    def __init__(self, port: int) -> None:
+    """At most ``size`` connections; a request beyond them waits for one (at a fixed
+    offered rate that wait is part of its latency, as with wrk2's fixed connections)."""
+
+    def __init__(self, port: int, size: int) -> None:
         self.port = port
         self._idle: list[Conn] = []
         self._all: list[Conn] = []
+        self._slots = asyncio.Semaphore(size)
 
     async def _get(self, fresh: bool = False) -> Conn:
         if self._idle and not fresh:
@@ -175,6 +179,12 @@ class Pool:
 
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        async with self._slots:
+            return await self._request(method, path, body, headers)
+
+    async def _request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None
     ) -> tuple[int, bytes]:
         for attempt in (0, 1):
             conn = await self._get(fresh=attempt > 0)
@@ -275,6 +285,7 @@ class Tracker:
     sent: dict[str, float] = field(default_factory=dict)
     answered: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
+    final_wall: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -288,6 +299,7 @@ class Tracker:
         order_id = data["order_id"]
         if order_id not in self.final:
             self.final[order_id] = now
+            self.final_wall[order_id] = time.time()
             self.statuses[data["status"]] = self.statuses.get(data["status"], 0) + 1
 
     async def wait_final(self, ids: list[str], timeout: float = FINAL_WAIT) -> float:
@@ -446,6 +458,39 @@ async def quiesce(conn: asyncpg.Connection, prefix: str, timeout: float = FINAL_
     raise RuntimeError(f"the exchange did not become idle within {timeout} s")
 
 
+async def stages(conn: asyncpg.Connection, tracker: Tracker, ids: list[str]) -> str:
+    """Where an order's time went, from the services' own timestamps (one clock): the
+    gateway's transaction (order row created_at) → custody's reservation (created_at) →
+    the book's events (the view's updated_at is the events' occurred_at) → view final
+    (the NOTIFY's arrival here)."""
+    rows = await conn.fetch(
+        """
+        SELECT o.order_id, extract(epoch FROM o.created_at) AS accepted,
+               extract(epoch FROM r.created_at) AS reserved,
+               extract(epoch FROM o.updated_at) AS matched
+        FROM gateway.orders o LEFT JOIN custody.reservations r USING (order_id)
+        WHERE o.order_id = ANY($1::text[])
+        """,
+        ids,
+    )
+    to_custody, to_book, to_view = [], [], []
+    for row in rows:
+        final = tracker.final_wall.get(row["order_id"])
+        if row["reserved"] is None or final is None:
+            continue
+        to_custody.append(float(row["reserved"] - row["accepted"]))
+        to_book.append(float(row["matched"] - row["reserved"]))
+        to_view.append(final - float(row["matched"]))
+
+    def p(samples: list[float]) -> str:
+        return f"{pct(samples, 0.5):.0f}/{pct(samples, 0.99):.0f}"
+
+    return (
+        f"stages p50/p99 ms: gateway commit→custody reserved {p(to_custody)}, "
+        f"→book events {p(to_book)}, →view final {p(to_view)}"
+    )
+
+
 # --- set-up --------------------------------------------------------------------------------
 
 
@@ -555,7 +600,7 @@ async def main(args: argparse.Namespace) -> None:
         key, secret, members, codes = await seed(gateway.url, args.members)
         listener = await asyncpg.connect(asyncpg_dsn(database))
         await listener.add_listener("gateway_ws", tracker.on_notify)
-        pool = Pool(gateway.port)
+        pool = Pool(gateway.port, args.connections)
         client = Client(pool, key, secret, members, codes, tracker)
         pids = " ".join(f"{s.name}={s.proc.pid}" for s in services if s.proc)
         print(f"services: {pids}; products {codes}; {len(members)} members\n")
@@ -593,7 +638,7 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"- {label}: {len(ids)} orders; 202 at {accepted:,.0f}/s; view final at "
                 f"{final:,.0f} orders/s (last final {last - end:.2f} s after the last 202); "
-                f"send→final {describe(e2e)}\n    {cpu}"
+                f"send→final {describe(e2e)}\n    {cpu}\n    {await stages(listener, tracker, ids)}"
             )
 
         if "single" in args.phases:
@@ -634,6 +679,7 @@ async def main(args: argparse.Namespace) -> None:
             )
             print(f"    202:   {describe(acks)}")
             print(f"    final: {describe(e2e)}")
+            print(f"    {await stages(listener, tracker, ids)}")
             print(
                 "    p99 final / p99 bare round trip: "
                 f"{pct(e2e, 0.99) / max(pct(base, 0.99), 1e-9):.1f}×"
@@ -654,6 +700,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"- batches of {size} offered at {rate:g} orders/s ({len(ids)} orders):")
                 print(f"    202:   {describe(acks)}")
                 print(f"    final: {describe(e2e)}")
+                print(f"    {await stages(listener, tracker, ids)}")
         print(f"- final states: {tracker.statuses}; errors: {client.errors}")
     finally:
         if listener is not None:
@@ -675,6 +722,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=8, help="per throughput phase")
     parser.add_argument("--latency-seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--connections", type=int, default=64, help="the load generator's connections"
+    )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument(
