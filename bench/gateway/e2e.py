@@ -178,10 +178,16 @@ class Pool:
         return conn
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Callable[[], dict[str, str]] | None = None,
     ) -> tuple[int, bytes]:
+        """``headers`` is called once a connection is ours (a signature made while waiting
+        in this queue could be stale by the time it is sent)."""
         async with self._slots:
-            return await self._request(method, path, body, headers)
+            return await self._request(method, path, body, headers() if headers else None)
 
     async def _request(
         self, method: str, path: str, body: bytes, headers: dict[str, str] | None
@@ -346,9 +352,10 @@ class Client:
 
     async def _post(self, path: str, body: Any) -> tuple[int, bytes, float, float]:
         raw = orjson.dumps(body)
-        headers = signed_headers(self.key, self.secret, "POST", path, raw)
         started = time.perf_counter()
-        status, payload = await self.pool.request("POST", path, raw, headers)
+        status, payload = await self.pool.request(
+            "POST", path, raw, lambda: signed_headers(self.key, self.secret, "POST", path, raw)
+        )
         return status, payload, started, time.perf_counter()
 
     async def single(self, scheduled: float | None = None) -> int:
@@ -444,7 +451,13 @@ async def quiesce(conn: asyncpg.Connection, prefix: str, timeout: float = FINAL_
                     f"(SELECT count(*) FROM {s}.inbox)" for s in SERVICES if s != "matching"
                 ).join(("SELECT ", ""))
             )
-            ready = 0
+            # A consumer's batch in progress shows as an open transaction (its inbox rows
+            # are not visible until it commits).
+            busy = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start < now() - interval '300 ms'"
+            )
+            ready = int(busy)
             for name in names:
                 queue = await channel.declare_queue(name, passive=True)
                 ready += queue.declaration_result.message_count or 0
