@@ -47,6 +47,7 @@ bench: bench-peers
 	$(BIN)/python bench/custody/bench_custody.py
 	$(BIN)/python bench/clearing/bench_clearing.py
 	$(BIN)/python -m bench.gateway.run
+	$(BIN)/python -m bench.gateway.e2e
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -6,12 +6,13 @@ commit together with the record that the message was applied (exactly once)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.custody import ledger, orders
+from services.custody import ledger, messages, orders
 from services.custody.settings import CustodySettings
 from shared.contracts import (
     BOOK_EVENTS,
@@ -56,6 +57,22 @@ def command_handler(
     return handle
 
 
+async def begin_command_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    """Lock the batch's accounts in id order; collect its commands to shards."""
+    submits = [cast(OrderSubmit, e.payload) for e in envelopes if e.type == ORDER_SUBMIT]
+    await orders.lock_accounts_of_submits(session, submits)
+    messages.defer_shard_commands(session)
+
+
+async def end_command_batch(session: AsyncSession) -> None:
+    await messages.write_deferred_shard_commands(session)
+
+
+async def lock_book_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    payloads = [e.payload for e in envelopes if e.type == BOOK_EVENTS]
+    await orders.lock_accounts_of_book_events(session, payloads)
+
+
 def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         if envelope.type != BOOK_EVENTS:
@@ -69,6 +86,12 @@ def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
 def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
     queues = {q.name: q for q in system_queues(settings.matching_shards)}
     return [
-        ConsumerSpec("commands", queues["custody.commands"], command_handler(settings)),
-        ConsumerSpec("book", queues["custody.book"], book_handler()),
+        ConsumerSpec(
+            "commands",
+            queues["custody.commands"],
+            command_handler(settings),
+            batch_begin=begin_command_batch,
+            batch_end=end_command_batch,
+        ),
+        ConsumerSpec("book", queues["custody.book"], book_handler(), batch_begin=lock_book_batch),
     ]

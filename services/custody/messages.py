@@ -20,6 +20,7 @@ from shared.contracts import (
     shard_of,
     shard_routing_key,
 )
+from shared.logging import correlation_id_var
 from shared.messaging.outbox import Draft, Outbox
 
 OUTBOX = Outbox("custody", producer="custody")
@@ -30,14 +31,35 @@ def shard_stream(shard: int) -> str:
     return f"custody:matching.shard.{shard}"
 
 
+_DEFERRED = "custody.deferred_shard_commands"
+
+
+def defer_shard_commands(session: AsyncSession) -> None:
+    """From now on in this transaction, commands to shards are collected and written by
+    ``write_deferred_shard_commands`` (one outbox statement per shard for a whole batch
+    of orders, in the order they were decided, each with its own correlation id)."""
+    session.info[_DEFERRED] = {}
+
+
+async def write_deferred_shard_commands(session: AsyncSession) -> None:
+    deferred = session.info.pop(_DEFERRED, None)
+    if not isinstance(deferred, dict):
+        return
+    for shard in sorted(deferred):
+        await OUTBOX.add(session, deferred[shard], stream=shard_stream(shard))
+
+
 async def to_shard(session: AsyncSession, command: BookCommand, shards: int) -> None:
     shard = shard_of(command["instrument"], shards)
     payload: dict[str, Any] = dict(command)
-    await OUTBOX.add(
-        session,
-        [Draft(BOOK_COMMAND, shard_routing_key(shard), payload)],
-        stream=shard_stream(shard),
+    draft = Draft(
+        BOOK_COMMAND, shard_routing_key(shard), payload, correlation_id=correlation_id_var.get()
     )
+    deferred = session.info.get(_DEFERRED)
+    if isinstance(deferred, dict):
+        deferred.setdefault(shard, []).append(draft)
+        return
+    await OUTBOX.add(session, [draft], stream=shard_stream(shard))
 
 
 async def order_rejected(

@@ -488,3 +488,71 @@ async def apply_book_events(
                 changed.append(instrument)
     if changed:
         await messages.instrument_updated(session, changed)
+
+
+# --- lock order across a batch -------------------------------------------------------------
+#
+# The inbox applies a batch of messages in one transaction, so a batch of reservations
+# (commands) and a batch of fills and releases (book events) each hold many account rows
+# until they commit. Taken message by message, they would take them in message order and
+# could deadlock with each other; each batch therefore locks every account it may touch
+# first, in ascending id order (the ledger's lock order), before its first message.
+
+_LOCK_SUBMIT_ACCOUNTS = text(
+    """
+    SELECT a.id FROM custody.accounts a
+    JOIN unnest(CAST(:members AS text[]), CAST(:assets AS text[])) AS k(member_id, asset)
+      ON a.owner_kind = 'member' AND a.owner_id = k.member_id AND a.asset = k.asset
+    ORDER BY a.id
+    FOR NO KEY UPDATE OF a
+    """
+)
+
+_LOCK_BOOK_ACCOUNTS = text(
+    """
+    SELECT a.id FROM custody.accounts a
+    WHERE (a.owner_kind = 'member'
+           AND a.owner_id IN (SELECT r.member_id FROM custody.reservations r
+                              WHERE r.order_id = ANY(CAST(:orders AS text[])))
+           AND (a.asset = 'CNY' OR a.asset = ANY(CAST(:instruments AS text[]))))
+       OR (CAST(:trades AS boolean) AND a.owner_kind = 'fee')
+    ORDER BY a.id
+    FOR UPDATE OF a
+    """
+)
+
+
+async def lock_accounts_of_submits(session: AsyncSession, submits: list[OrderSubmit]) -> None:
+    """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
+    keys = sorted(
+        {(o["member_id"], "CNY" if o["side"] == "BUY" else o["instrument"]) for o in submits}
+    )
+    if keys:
+        await session.execute(
+            _LOCK_SUBMIT_ACCOUNTS,
+            {"members": [k[0] for k in keys], "assets": [k[1] for k in keys]},
+        )
+
+
+async def lock_accounts_of_book_events(
+    session: AsyncSession, payloads: list[dict[str, Any]]
+) -> None:
+    """Lock every account a batch of book events may move (the cash and units accounts
+    of the members whose orders they name, and the fee account if any trade), in id order."""
+    order_ids: set[str] = set()
+    instruments: set[str] = set()
+    trades = False
+    for payload in payloads:
+        instruments.add(str(payload.get("instrument")))
+        for event in payload.get("events", []):
+            if not isinstance(event, dict):
+                continue
+            trades = trades or event.get("type") == "Trade"
+            for key in ("order_id", "maker_order_id", "taker_order_id"):
+                if isinstance(event.get(key), str):
+                    order_ids.add(event[key])
+    if order_ids:
+        await session.execute(
+            _LOCK_BOOK_ACCOUNTS,
+            {"orders": sorted(order_ids), "instruments": sorted(instruments), "trades": trades},
+        )

@@ -9,7 +9,7 @@ applies each message once, so the view follows the book exactly. Final states
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import repositories as repo
 from services.gateway import webhooks as hooks
-from services.gateway.models import orders
+from services.gateway.models import orders, trades
 from services.gateway.orders import order_resource
 from services.gateway.ws import PendingPushes
 from shared.clock import rfc3339
@@ -42,6 +43,18 @@ log = logging.getLogger(__name__)
 CANCEL_REASONS = {"USER", "IOC_REMAINDER", "FOK_UNFILLED", "SELF_TRADE_PREVENTED", "DELISTED"}
 BOOK_STATES = {"trading", "halted", "delisted"}
 _PUSHES = "gateway.pushes"
+_BATCH = "gateway.view_batch"
+_WRITTEN = (
+    "order_id",
+    "quantity",
+    "filled_quantity",
+    "filled_amount_fen",
+    "fees_fen",
+    "status",
+    "reject_reason",
+    "cancel_reason",
+    "updated_at",
+)
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 NOTIFY_LIMIT = 7900
 
@@ -65,8 +78,23 @@ def _side(value: object) -> str:
     return "buy" if str(value).upper() == "BUY" else "sell"
 
 
+class _Batch:
+    """What one transaction of the view updater (a batch of messages) has loaded and will
+    write back: the order rows (shared by the batch's messages, so each sees the last one's
+    changes), the trades known or added, and the callbacks to queue."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.absent: set[str] = set()
+        self.dirty: set[str] = set()
+        self.trade_keys: set[tuple[str, str]] = set()
+        self.checked_trades: set[str] = set()
+        self.new_trades: list[dict[str, Any]] = []
+        self.events: list[hooks.Event] = []
+
+
 class _Orders:
-    """The order rows one message touches, loaded at once and written back at once."""
+    """The order rows one message touches (a view of its batch's rows) and which it changed."""
 
     def __init__(self, rows: dict[str, dict[str, Any]]) -> None:
         self.rows = rows
@@ -93,7 +121,35 @@ class _Orders:
             self.set_status(order, "partially_filled")
 
 
+def _order_ids(envelope: Envelope) -> set[str]:
+    payload = envelope.payload
+    ids: set[str] = set()
+    if envelope.type == BOOK_EVENTS:
+        for ev in payload.get("events", []):
+            if isinstance(ev, dict):
+                for key in ("order_id", "maker_order_id", "taker_order_id"):
+                    if isinstance(ev.get(key), str):
+                        ids.add(ev[key])
+    elif envelope.type == ORDER_REJECTED and payload.get("order_id") is not None:
+        ids.add(str(payload["order_id"]))
+    return ids
+
+
+def _trade_ids(envelope: Envelope) -> set[str]:
+    if envelope.type != BOOK_EVENTS:
+        return set()
+    return {
+        str(ev["trade_id"])
+        for ev in envelope.payload.get("events", [])
+        if isinstance(ev, dict) and ev.get("type") == "Trade" and "trade_id" in ev
+    }
+
+
 class ViewUpdater:
+    """Applies each message in memory over rows loaded once per batch (``begin``) and
+    writes the batch's changes back in a few statements (``end``): the same effects, in
+    the same transaction, as applying the messages one at a time."""
+
     def __init__(
         self,
         on_commit: Callable[[PendingPushes], None],
@@ -105,7 +161,44 @@ class ViewUpdater:
         self._on_instrument = on_instrument
         self._notify_channel = notify_channel
 
+    async def begin(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        """Load every order and trade the batch's messages name, in two statements."""
+        batch = _Batch()
+        session.info[_BATCH] = batch
+        ids: set[str] = set()
+        trade_ids: set[str] = set()
+        for envelope in envelopes:
+            ids |= _order_ids(envelope)
+            trade_ids |= _trade_ids(envelope)
+        await self._load_rows(session, batch, ids)
+        await self._load_trades(session, batch, trade_ids)
+
+    async def end(self, session: AsyncSession) -> None:
+        """Write back the batch's changed orders, new trades, callbacks and pushes."""
+        batch = session.info.pop(_BATCH, None)
+        if not isinstance(batch, _Batch):
+            return
+        pushes = self._pushes(session)
+        if batch.new_trades:
+            await session.execute(
+                pg_insert(trades)
+                .values(batch.new_trades)
+                .on_conflict_do_nothing(index_elements=[trades.c.trade_id, trades.c.order_id])
+            )
+        if batch.dirty:
+            await session.execute(
+                _write_order,
+                [{f"b_{k}": batch.rows[oid][k] for k in _WRITTEN} for oid in sorted(batch.dirty)],
+            )
+        if await hooks.enqueue(session, batch.events):
+            pushes.webhooks = True
+        if self._notify_channel is not None:
+            await self._notify(session, pushes.drain())
+
     async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
+        own = not isinstance(session.info.get(_BATCH), _Batch)
+        if own:  # called outside a batch: a batch of one
+            await self.begin(session, [envelope])
         pushes = self._pushes(session)
         payload = envelope.payload
         if envelope.type == BOOK_EVENTS:
@@ -130,8 +223,8 @@ class ViewUpdater:
             await self._settlement(session, payload, pushes)
         else:
             log.debug("ignored message", extra={"type": envelope.type})
-        if self._notify_channel is not None:
-            await self._notify(session, pushes.drain())
+        if own:
+            await self.end(session)
 
     async def _notify(self, session: AsyncSession, messages: list[dict[str, Any]]) -> None:
         """Hand the pushes to every gateway instance; PostgreSQL delivers them on commit."""
@@ -165,11 +258,37 @@ class ViewUpdater:
         sa_event.listen(session.sync_session, "after_commit", after_commit, once=True)
         return pushes
 
+    @staticmethod
+    def _batch(session: AsyncSession) -> _Batch:
+        batch = session.info.get(_BATCH)
+        assert isinstance(batch, _Batch), "a message handled outside begin/end"
+        return batch
+
+    @staticmethod
+    async def _load_rows(session: AsyncSession, batch: _Batch, order_ids: set[str]) -> None:
+        wanted = order_ids - batch.rows.keys() - batch.absent
+        if not wanted:
+            return
+        result = await session.execute(select(orders).where(orders.c.order_id.in_(wanted)))
+        for row in result:
+            batch.rows[row.order_id] = dict(row._mapping)
+        batch.absent |= wanted - batch.rows.keys()
+
+    @staticmethod
+    async def _load_trades(session: AsyncSession, batch: _Batch, trade_ids: set[str]) -> None:
+        wanted = trade_ids - batch.checked_trades
+        if not wanted:
+            return
+        result = await session.execute(
+            select(trades.c.trade_id, trades.c.order_id).where(trades.c.trade_id.in_(wanted))
+        )
+        batch.trade_keys |= {(r.trade_id, r.order_id) for r in result}
+        batch.checked_trades |= wanted
+
     async def _load(self, session: AsyncSession, order_ids: set[str]) -> _Orders:
-        if not order_ids:
-            return _Orders({})
-        result = await session.execute(select(orders).where(orders.c.order_id.in_(order_ids)))
-        return _Orders({row.order_id: dict(row._mapping) for row in result})
+        batch = self._batch(session)
+        await self._load_rows(session, batch, order_ids)
+        return _Orders(batch.rows)
 
     async def _save(
         self,
@@ -179,47 +298,17 @@ class ViewUpdater:
         pushes: PendingPushes,
         events: list[hooks.Event],
     ) -> None:
-        """Write the changed orders back and queue their callbacks (and any others)."""
-        if loaded.changed:
-            await self._write(session, loaded, envelope, pushes, events)
-        if await hooks.enqueue(session, events):
-            pushes.webhooks = True
-
-    async def _write(
-        self,
-        session: AsyncSession,
-        loaded: _Orders,
-        envelope: Envelope,
-        pushes: PendingPushes,
-        events: list[hooks.Event],
-    ) -> None:
-        changed = [loaded.rows[oid] for oid in sorted(loaded.changed)]
-        for order in changed:
+        """Mark the orders this message changed for writing back, and note their pushes and
+        callbacks (one ``order.updated`` per order and message, as before batching)."""
+        batch = self._batch(session)
+        for oid in sorted(loaded.changed):
+            order = loaded.rows[oid]
             order["updated_at"] = envelope.occurred_at
-        await session.execute(
-            _write_order,
-            [
-                {
-                    f"b_{k}": order[k]
-                    for k in (
-                        "order_id",
-                        "quantity",
-                        "filled_quantity",
-                        "filled_amount_fen",
-                        "fees_fen",
-                        "status",
-                        "reject_reason",
-                        "cancel_reason",
-                        "updated_at",
-                    )
-                }
-                for order in changed
-            ],
-        )
-        for order in changed:
+            batch.dirty.add(oid)
             resource = order_resource(SimpleNamespace(**order))
-            pushes.orders[order["order_id"]] = (order["partner_id"], resource)
+            pushes.orders[oid] = (order["partner_id"], resource)
             events.append((order["partner_id"], "order.updated", resource))
+        batch.events.extend(events)
 
     async def _withdrawal(
         self, session: AsyncSession, payload: dict[str, Any], pushes: PendingPushes
@@ -281,6 +370,7 @@ class ViewUpdater:
                 if isinstance(ev.get(key), str):
                     ids.add(ev[key])
         loaded = await self._load(session, ids)
+        await self._load_trades(session, self._batch(session), _trade_ids(envelope))
         callbacks: list[hooks.Event] = []
         book_moved = False
         for ev in events:
@@ -347,6 +437,7 @@ class ViewUpdater:
         pushes: PendingPushes,
         events: list[hooks.Event],
     ) -> None:
+        batch = self._batch(session)
         price = int(ev["price_fen"])
         quantity = int(ev["quantity"])
         amount = price * quantity
@@ -362,8 +453,11 @@ class ViewUpdater:
             if order is None:
                 continue
             fee = trade_fee_fen(amount, int(order["fees_fen"]))
-            inserted = await repo.insert_trade(
-                session,
+            key = (str(ev["trade_id"]), order["order_id"])
+            if key in batch.trade_keys:
+                continue
+            batch.trade_keys.add(key)
+            batch.new_trades.append(
                 {
                     "trade_id": str(ev["trade_id"]),
                     "order_id": order["order_id"],
@@ -379,10 +473,8 @@ class ViewUpdater:
                     "business_date": business_date,
                     "executed_at": envelope.occurred_at,
                     "sequence": int(ev["seq"]),
-                },
+                }
             )
-            if not inserted:
-                continue
             order["fees_fen"] += fee
             order["filled_amount_fen"] += amount
             order["filled_quantity"] = min(order["quantity"], order["filled_quantity"] + quantity)

@@ -42,7 +42,17 @@ class Gateway:
         )
         queue = next(q for q in system_queues(settings.matching_shards) if q.name == EVENTS_QUEUE)
         self.runtime = GatewayRuntime(
-            self, [ConsumerSpec("views", queue, updater.handle, max_batch=500)]
+            self,
+            [
+                ConsumerSpec(
+                    "views",
+                    queue,
+                    updater.handle,
+                    max_batch=500,
+                    batch_begin=updater.begin,
+                    batch_end=updater.end,
+                )
+            ],
         )
         self.auth = Authenticator(settings, self.sessions)
         self.limiter = RateLimiter()

@@ -234,13 +234,42 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> bool:
     return row is not None
 
 
+_ORDER_COLUMNS = (
+    ("order_id", "text"),
+    ("partner_id", "text"),
+    ("client_order_id", "text"),
+    ("member_id", "text"),
+    ("instrument", "text"),
+    ("side", "text"),
+    ("price_fen", "bigint"),
+    ("quantity", "bigint"),
+    ("filled_quantity", "bigint"),
+    ("filled_amount_fen", "bigint"),
+    ("fees_fen", "bigint"),
+    ("time_in_force", "text"),
+    ("status", "text"),
+    ("reject_reason", "text"),
+    ("cancel_reason", "text"),
+    ("business_date", "date"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+#: One statement text for any number of orders (a multi-row VALUES is compiled anew for
+#: every row count); rows are inserted in the order given (the caller's lock order).
+_INSERT_ORDERS = text(
+    "INSERT INTO gateway.orders ({names}) SELECT {names} FROM unnest({arrays}) "
+    "WITH ORDINALITY AS r({names}, n) ORDER BY r.n "
+    "ON CONFLICT (partner_id, client_order_id) DO NOTHING RETURNING order_id".format(
+        names=", ".join(name for name, _ in _ORDER_COLUMNS),
+        arrays=", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ORDER_COLUMNS),
+    )
+)
+
+
 async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
     """Insert order views; the ids inserted (a client_order_id already used is skipped)."""
     result = await session.execute(
-        pg_insert(orders)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=[orders.c.partner_id, orders.c.client_order_id])
-        .returning(orders.c.order_id)
+        _INSERT_ORDERS, {name: [row[name] for row in rows] for name, _ in _ORDER_COLUMNS}
     )
     return {row.order_id for row in result}
 

@@ -8,6 +8,7 @@ Sequence numbers per stream are tracked so that a missing message shows up as a 
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ from shared.metrics import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+#: Optional hooks around a batch's handlers, in its transaction: ``begin`` sees every
+#: envelope of the batch first (to load what they touch in one statement), ``end`` runs
+#: after the last handler (to write back what they changed in one statement).
+BatchBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
+BatchEnd = Callable[[AsyncSession], Awaitable[None]]
 #: One AMQP message and the envelopes it carried (one, or a bundle).
 Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
@@ -68,6 +74,26 @@ class Inbox:
             RETURNING contiguous_upto, highest_seen
             """
         )
+        self._record_many = text(
+            f"""
+            INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
+            SELECT :consumer, m.message_id, m.stream, m.sequence
+            FROM unnest(CAST(:message_ids AS uuid[]), CAST(:streams AS text[]),
+                        CAST(:sequences AS bigint[])) AS m(message_id, stream, sequence)
+            ORDER BY m.message_id
+            ON CONFLICT DO NOTHING
+            RETURNING message_id
+            """
+        )
+        self._reach = text(
+            f"""
+            INSERT INTO {self.schema}.inbox_stream AS s (consumer, stream, contiguous_upto, highest_seen)
+            VALUES (:consumer, :stream, 0, :highest)
+            ON CONFLICT (consumer, stream) DO UPDATE SET
+                highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen)
+            RETURNING contiguous_upto, highest_seen
+            """
+        )
         self._next_recorded = text(
             f"""
             SELECT 1 FROM {self.schema}.inbox
@@ -98,6 +124,63 @@ class Inbox:
             return False
         await self._track(session, envelope.stream, envelope.sequence)
         return True
+
+    async def record_many(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> list[bool]:
+        """Record a batch's messages in one statement (and each stream's position in one or
+        two); for each envelope, in order, False when it was applied before (a redelivery,
+        or an earlier copy in the same batch). Same records as ``record`` one by one."""
+        if not envelopes:
+            return []
+        try:
+            keys = [str(uuid.UUID(e.message_id)) for e in envelopes]
+        except ValueError:
+            # Not a uuid: let the per-message path fail on that message alone.
+            return [await self.record(session, e) for e in envelopes]
+        inserted = await session.execute(
+            self._record_many,
+            {
+                "consumer": self.consumer,
+                "message_ids": keys,
+                "streams": [e.stream for e in envelopes],
+                "sequences": [e.sequence for e in envelopes],
+            },
+        )
+        new = {str(row[0]) for row in inserted}
+        fresh: list[bool] = []
+        by_stream: dict[str, set[int]] = {}
+        for key, envelope in zip(keys, envelopes, strict=True):
+            if key in new:
+                new.discard(key)  # a second copy in this batch is a duplicate
+                fresh.append(True)
+                by_stream.setdefault(envelope.stream, set()).add(envelope.sequence)
+            else:
+                fresh.append(False)
+        for stream in sorted(by_stream):
+            await self._track_many(session, stream, by_stream[stream])
+        return fresh
+
+    async def _track_many(self, session: AsyncSession, stream: str, sequences: set[int]) -> None:
+        params = {"consumer": self.consumer, "stream": stream, "highest": max(sequences)}
+        contiguous, highest = (await session.execute(self._reach, params)).one()
+        upto = contiguous
+        while upto < highest:
+            if upto + 1 in sequences:
+                upto += 1
+                continue
+            # A gap in this batch: a message recorded earlier may close part of it.
+            recorded = (
+                await session.execute(
+                    self._next_recorded,
+                    {"consumer": self.consumer, "stream": stream, "sequence": upto + 1},
+                )
+            ).first()
+            if recorded is None:
+                break
+            upto += 1
+        if upto != contiguous:
+            await session.execute(
+                self._advance, {"consumer": self.consumer, "stream": stream, "upto": upto}
+            )
 
     async def _track(self, session: AsyncSession, stream: str, sequence: int) -> None:
         params = {"consumer": self.consumer, "stream": stream, "sequence": sequence}
@@ -161,12 +244,16 @@ class InboxConsumer:
         session_factory: async_sessionmaker[AsyncSession],
         handler: Handler,
         max_batch: int = 200,
+        batch_begin: BatchBegin | None = None,
+        batch_end: BatchEnd | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
         self.inbox = Inbox(schema, name)
         self._session_factory = session_factory
         self._handler = handler
+        self._batch_begin = batch_begin
+        self._batch_end = batch_end
         self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=name)
 
     async def start(self, broker: Broker) -> None:
@@ -227,17 +314,22 @@ class InboxConsumer:
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
-            for _, envelopes in groups:
-                for envelope in envelopes:
-                    token = correlation_id_var.set(envelope.correlation_id)
-                    try:
-                        if await self.inbox.record(session, envelope):
-                            await self._handler(session, envelope)
-                            applied += 1
-                        else:
-                            duplicates += 1
-                    finally:
-                        correlation_id_var.reset(token)
+            if self._batch_begin is not None:
+                await self._batch_begin(session, [e for _, es in groups for e in es])
+            everything = [e for _, envelopes in groups for e in envelopes]
+            fresh = await self.inbox.record_many(session, everything)
+            for envelope, is_fresh in zip(everything, fresh, strict=True):
+                if not is_fresh:
+                    duplicates += 1
+                    continue
+                token = correlation_id_var.set(envelope.correlation_id)
+                try:
+                    await self._handler(session, envelope)
+                    applied += 1
+                finally:
+                    correlation_id_var.reset(token)
+            if self._batch_end is not None:
+                await self._batch_end(session)
         crash_point("consumer_after_commit")
         if ack:
             for message, _ in groups:

@@ -8,6 +8,7 @@ time (an advisory lock), so a stream's messages leave in the order they were wri
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,25 +41,45 @@ class Draft:
     routing_key: str
     payload: dict[str, Any]
     message_id: str | None = None
+    #: The correlation id to carry; by default the one of the current context.
+    correlation_id: str | None = None
 
 
 class Outbox:
     def __init__(self, schema: str, producer: str) -> None:
         self.schema = check_identifier(schema)
         self.producer = producer
-        self._allocate = text(
+        # One statement: the stream's sequence numbers are allocated and the rows inserted
+        # together, so the stream's row is held from here to the commit and no longer across
+        # an extra round trip. Bodies are encoded with the placeholder sequence -1, replaced
+        # by the allocated one; the envelope's own "sequence" is the first such text in its
+        # JSON (it precedes the payload, and inside a JSON string the quotes are escaped).
+        self._write = text(
             f"""
-            INSERT INTO {self.schema}.outbox_stream (stream, last_sequence) VALUES (:stream, :n)
-            ON CONFLICT (stream) DO UPDATE
-                SET last_sequence = {self.schema}.outbox_stream.last_sequence + EXCLUDED.last_sequence
-            RETURNING last_sequence
-            """
-        )
-        self._insert = text(
-            f"""
+            WITH allocated AS (
+                INSERT INTO {self.schema}.outbox_stream AS s (stream, last_sequence)
+                VALUES (:stream, :n)
+                ON CONFLICT (stream) DO UPDATE
+                    SET last_sequence = s.last_sequence + EXCLUDED.last_sequence
+                RETURNING last_sequence - :n AS base
+            )
             INSERT INTO {self.schema}.outbox
                 (message_id, stream, sequence, routing_key, message_type, correlation_id, body)
-            VALUES (:message_id, :stream, :sequence, :routing_key, :message_type, :correlation_id, :body)
+            SELECT m.message_id, :stream, a.base + m.n, m.routing_key, m.message_type,
+                   m.correlation_id,
+                   convert_to(
+                       regexp_replace(m.body, '"sequence":-1', '"sequence":' || (a.base + m.n)),
+                       'UTF8'
+                   )
+            FROM unnest(
+                     CAST(:message_ids AS uuid[]), CAST(:routing_keys AS text[]),
+                     CAST(:types AS text[]), CAST(:bodies AS text[]),
+                     CAST(:correlation_ids AS text[])
+                 ) WITH ORDINALITY AS m(message_id, routing_key, message_type, body,
+                                        correlation_id, n),
+                 allocated a
+            ORDER BY m.n
+            RETURNING sequence
             """
         )
 
@@ -72,39 +93,42 @@ class Outbox:
         if not drafts:
             return []
         stream_name = stream or self.producer
-        last = (
-            await session.execute(self._allocate, {"stream": stream_name, "n": len(drafts)})
-        ).scalar_one()
-        first = last - len(drafts) + 1
         correlation_id = correlation_id_var.get()
-        envelopes = [
+        drafted = [
             Envelope(
                 message_id=draft.message_id or str(uuid7()),
                 type=draft.type,
                 producer=self.producer,
                 stream=stream_name,
-                sequence=first + offset,
+                sequence=-1,
                 payload=draft.payload,
-                correlation_id=correlation_id,
+                correlation_id=draft.correlation_id or correlation_id,
             )
-            for offset, draft in enumerate(drafts)
+            for draft in drafts
         ]
-        await session.execute(
-            self._insert,
-            [
-                {
-                    "message_id": envelope.message_id,
-                    "stream": envelope.stream,
-                    "sequence": envelope.sequence,
-                    "routing_key": draft.routing_key,
-                    "message_type": envelope.type,
-                    "correlation_id": envelope.correlation_id,
-                    "body": envelope.encode(),
-                }
-                for draft, envelope in zip(drafts, envelopes, strict=True)
-            ],
+        sequences = (
+            (
+                await session.execute(
+                    self._write,
+                    {
+                        "stream": stream_name,
+                        "n": len(drafts),
+                        "correlation_ids": [e.correlation_id for e in drafted],
+                        "message_ids": [e.message_id for e in drafted],
+                        "routing_keys": [d.routing_key for d in drafts],
+                        "types": [e.type for e in drafted],
+                        "bodies": [e.encode().decode() for e in drafted],
+                    },
+                )
+            )
+            .scalars()
+            .all()
         )
-        return envelopes
+        first = min(sequences)
+        return [
+            dataclasses.replace(envelope, sequence=first + offset)
+            for offset, envelope in enumerate(drafted)
+        ]
 
 
 class OutboxRelay:
@@ -130,11 +154,17 @@ class OutboxRelay:
         self._bundle_size = bundle_size
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The relay's advisory lock and its batch in one round trip: the CTE holds a
+        # volatile function, so PostgreSQL evaluates it once, before the rows are read; when
+        # another relay holds the lock, no row is returned (and none is locked).
         self._select = text(
             f"""
+            WITH relay_lock AS MATERIALIZED (
+                SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS held
+            )
             SELECT id, message_id, stream, sequence, routing_key, message_type, correlation_id, body
             FROM {self.schema}.outbox
-            WHERE published_at IS NULL
+            WHERE published_at IS NULL AND (SELECT held FROM relay_lock)
             ORDER BY id
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
@@ -159,15 +189,12 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many messages it published."""
         async with self._engine.connect() as conn, conn.begin():
-            locked = (
+            rows = (
                 await conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"),
-                    {"key": f"outbox-relay:{self.schema}"},
+                    self._select,
+                    {"key": f"outbox-relay:{self.schema}", "limit": self._batch_size},
                 )
-            ).scalar_one()
-            if not locked:
-                return 0
-            rows = (await conn.execute(self._select, {"limit": self._batch_size})).all()
+            ).all()
             if not rows:
                 return 0
             crash_point("relay_before_publish")

@@ -323,6 +323,68 @@ async def test_a_redelivered_book_message_changes_nothing(stack: Stack, producer
     assert len(trades) == 2
 
 
+async def test_messages_applied_in_one_batch_build_on_each_other(
+    stack: Stack, producer: Producer
+) -> None:
+    """The view updater loads a batch's orders once and writes them back once: messages
+    of one bundle (always one batch) about the same orders must see each other's changes,
+    and a trade repeated under another message id must not fill twice."""
+    from shared.contracts import book_routing_key
+    from shared.ids import uuid7
+    from shared.messaging.broker import OutgoingMessage, bundle
+    from shared.messaging.envelope import Envelope
+
+    code = await stack.new_instrument(**PERMISSIVE)
+    partner = await stack.new_partner()
+    seller, buyer = await stack.new_member(partner), await stack.new_member(partner)
+    maker = await place(partner, order(seller, code, side="sell", quantity=5))
+    taker = await place(partner, order(buyer, code, quantity=2))
+    second = await place(partner, order(buyer, code, quantity=3))
+    first_trade = trade(maker, taker, 2, "2026-11-20")
+    per_message = [
+        [accepted(maker), rested(maker)],
+        [accepted(taker), first_trade, filled(maker, 2), filled(taker, 2)],
+        [first_trade],  # the same trade again, in another message
+        [accepted(second), trade(maker, second, 3, "2026-11-20"), filled(maker, 5)],
+        [filled(second, 3)],
+    ]
+    seq = 0
+    messages = []
+    for sequence, events in enumerate(per_message, start=1):
+        numbered = []
+        for event in events:
+            seq += 1
+            numbered.append({**event, "seq": seq})
+        envelope = Envelope(
+            message_id=str(uuid7()),
+            type="book.events",
+            producer="matching",
+            stream=f"book:{code}",
+            sequence=sequence,
+            payload={"instrument": code, "events": numbered},
+        )
+        messages.append(OutgoingMessage.from_envelope(book_routing_key(code), envelope))
+    packed = bundle(messages, 100)
+    assert len(packed) == 1
+    await producer.broker.publish(packed)
+    views = [
+        await eventually(partner, maker["order_id"], status="filled", filled_quantity=5),
+        await eventually(partner, taker["order_id"], status="filled", filled_quantity=2),
+        await eventually(partner, second["order_id"], status="filled", filled_quantity=3),
+    ]
+    # A trade counted twice would show in the filled amount, hence the average price.
+    assert [v["average_price"] for v in views] == ["100.0000"] * 3
+    trades = (await partner.get("/v1/trades", params={"instrument": code})).json()["items"]
+    assert sorted((t["order_id"], t["quantity"]) for t in trades) == sorted(
+        [
+            (maker["order_id"], 2),
+            (taker["order_id"], 2),
+            (maker["order_id"], 3),
+            (second["order_id"], 3),
+        ]
+    )
+
+
 async def test_a_cancel_the_book_refused_may_be_sent_again(
     stack: Stack, producer: Producer, engine: Any
 ) -> None:

@@ -320,6 +320,68 @@ async def test_inbox_reports_a_gap_until_the_missing_message_arrives(
         assert await inbox.position(session, "book-A") == 5
 
 
+async def test_a_batch_is_recorded_like_its_messages_one_by_one(msg_engine: AsyncEngine) -> None:
+    """record_many (what the consumer uses): a copy of a message in the same batch or an
+    earlier batch is a duplicate; positions and gaps are those of one-by-one recording."""
+    one, many = Inbox(SCHEMA, "by-one"), Inbox(SCHEMA, "by-batch")
+    factory = make_session_factory(msg_engine)
+
+    def envelope(stream: str, sequence: int) -> Envelope:
+        return Envelope(str(uuid7()), "t", "p", stream, sequence, {})
+
+    first = [envelope("A", 1), envelope("A", 2), envelope("B", 2), envelope("A", 4)]
+    again = first[1]
+    second = [again, envelope("A", 3), envelope("B", 3), envelope("A", 5)]
+    second.append(second[1])  # the same message twice in one batch
+    async with factory() as session, session.begin():
+        assert await many.record_many(session, first) == [True, True, True, True]
+        assert [await one.record(session, e) for e in first] == [True, True, True, True]
+    async with factory() as session:
+        assert [
+            (g.stream, g.contiguous_upto, g.highest_seen) for g in await many.gaps(session)
+        ] == [
+            ("A", 2, 4),
+            ("B", 0, 2),
+        ]
+        assert await many.gaps(session) == [
+            type(g)(g.stream, g.contiguous_upto, g.highest_seen) for g in await one.gaps(session)
+        ]
+    async with factory() as session, session.begin():
+        assert await many.record_many(session, second) == [False, True, True, True, False]
+        assert [await one.record(session, e) for e in second] == [False, True, True, True, False]
+    async with factory() as session:
+        assert await many.position(session, "A") == await one.position(session, "A") == 5
+        assert await many.position(session, "B") == await one.position(session, "B") == 0
+        assert [
+            (g.stream, g.contiguous_upto, g.highest_seen) for g in await many.gaps(session)
+        ] == [("B", 0, 3)]
+
+
+async def test_outbox_rows_carry_their_allocated_sequence_in_body_and_column(
+    msg_engine: AsyncEngine,
+) -> None:
+    """The sequence is allocated and written in one statement; the stored body says the
+    same as the column and the returned envelope, whatever text the payload holds."""
+    tricky = {"sequence": -1, "text": '"sequence":-1', "ünïcode": "价格"}
+    first = await write_outbox(msg_engine, 2, **tricky)
+    second = await write_outbox(msg_engine, 3, **tricky)
+    written = first + second
+    assert [e.sequence for e in written] == [1, 2, 3, 4, 5]
+    async with msg_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(f"SELECT message_id, sequence, body FROM {SCHEMA}.outbox ORDER BY id")
+            )
+        ).all()
+    assert [(str(r.message_id), r.sequence) for r in rows] == [
+        (e.message_id, e.sequence) for e in written
+    ]
+    for row, envelope in zip(rows, written, strict=True):
+        stored = Envelope.decode(bytes(row.body))
+        assert stored == envelope
+        assert stored.payload == {"n": envelope.payload["n"], **tricky}
+
+
 def test_crash_points_are_inert_unless_named() -> None:
     # The harness relies on this variable; the test process itself must never crash.
     assert os.environ.get("EXCHANGE_CRASH_AT") is None
