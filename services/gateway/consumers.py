@@ -218,9 +218,9 @@ class ViewUpdater:
             await repo.set_business_date(session, str(payload["business_date"]), only_forward=True)
             self._on_instrument("")
         elif envelope.type == WITHDRAWAL_UPDATED:
-            await self._withdrawal(session, payload, pushes)
+            await self._withdrawal(session, payload)
         elif envelope.type == SETTLEMENT_COMPLETED:
-            await self._settlement(session, payload, pushes)
+            await self._settlement(session, payload)
         else:
             log.debug("ignored message", extra={"type": envelope.type})
         if own:
@@ -310,9 +310,7 @@ class ViewUpdater:
             events.append((order["partner_id"], "order.updated", resource))
         batch.events.extend(events)
 
-    async def _withdrawal(
-        self, session: AsyncSession, payload: dict[str, Any], pushes: PendingPushes
-    ) -> None:
+    async def _withdrawal(self, session: AsyncSession, payload: dict[str, Any]) -> None:
         data = {k: v for k, v in payload.items() if k != "partner_id"}
         partner_id = payload.get("partner_id") or await repo.partner_of_member(
             session, str(payload["member_id"])
@@ -320,12 +318,9 @@ class ViewUpdater:
         if partner_id is None:
             log.warning("withdrawal of an unknown member", extra={"member_id": data["member_id"]})
             return
-        if await hooks.enqueue(session, [(str(partner_id), "withdrawal.updated", data)]):
-            pushes.webhooks = True
+        self._batch(session).events.append((str(partner_id), "withdrawal.updated", data))
 
-    async def _settlement(
-        self, session: AsyncSession, payload: dict[str, Any], pushes: PendingPushes
-    ) -> None:
+    async def _settlement(self, session: AsyncSession, payload: dict[str, Any]) -> None:
         """One ``settlement.completed`` per partner, with its own members' results only."""
         members = [m for m in payload.get("members", []) if isinstance(m, dict)]
         owners = await repo.partners_of_members(session, {str(m["member_id"]) for m in members})
@@ -334,7 +329,7 @@ class ViewUpdater:
             partner_id = owners.get(str(m["member_id"]))
             if partner_id is not None:
                 per_partner.setdefault(partner_id, []).append(m)
-        events: list[hooks.Event] = [
+        self._batch(session).events.extend(
             (
                 partner_id,
                 "settlement.completed",
@@ -345,9 +340,7 @@ class ViewUpdater:
                 },
             )
             for partner_id, own in sorted(per_partner.items())
-        ]
-        if await hooks.enqueue(session, events):
-            pushes.webhooks = True
+        )
 
     async def _rejected(
         self, session: AsyncSession, envelope: Envelope, pushes: PendingPushes
