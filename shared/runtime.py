@@ -14,7 +14,7 @@ from shared.config import CommonSettings
 from shared.contracts import system_queues
 from shared.db import check_identifier, make_engine, make_session_factory
 from shared.messaging.broker import Broker
-from shared.messaging.inbox import Handler, InboxConsumer
+from shared.messaging.inbox import BatchHandler, Handler, InboxConsumer
 from shared.messaging.outbox import Outbox, OutboxRelay
 from shared.messaging.topology import QueueSpec, Topology
 from shared.metrics import READY
@@ -28,6 +28,8 @@ class ConsumerSpec:
     queue: QueueSpec
     handler: Handler
     max_batch: int = 200
+    #: Optional: applies a delivery batch's new envelopes at once (see InboxConsumer).
+    batch_handler: BatchHandler | None = None
 
 
 class Component(Protocol):
@@ -107,6 +109,7 @@ class ServiceRuntime:
                 session_factory=self.session_factory,
                 handler=spec.handler,
                 max_batch=spec.max_batch,
+                batch_handler=spec.batch_handler,
             )
             for spec in self._consumer_specs
         ]

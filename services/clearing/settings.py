@@ -6,6 +6,8 @@ from shared.config import CommonSettings
 
 
 class ClearingSettings(CommonSettings):
+    #: Book events in flight: trade capture applies what has arrived in one transaction.
+    prefetch: int = Field(default=2_000, ge=1, le=10_000)
     #: The exchange's fee income sub-account at the custody bank (custody uses the same).
     fee_sub_account: str = "SUBFEE0001"
     #: The bank's master account number.

@@ -32,6 +32,8 @@ from shared.metrics import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+#: Optional: applies every new envelope of a delivery batch at once (set-based), in order.
+BatchHandler = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 #: One AMQP message and the envelopes it carried (one, or a bundle).
 Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
@@ -74,6 +76,40 @@ class Inbox:
             WHERE consumer = :consumer AND stream = :stream AND sequence = :sequence
             """
         )
+        self._record_many = text(
+            f"""
+            INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
+            SELECT :consumer, m, s, q FROM unnest(
+                CAST(:ids AS uuid[]), CAST(:streams AS text[]), CAST(:sequences AS bigint[])
+            ) AS x (m, s, q)
+            ON CONFLICT DO NOTHING
+            RETURNING message_id
+            """
+        )
+        # Locks the streams' rows in a fixed order (sorted), then moves each contiguous
+        # position up to the first sequence not recorded.
+        self._positions_many = text(
+            f"""
+            INSERT INTO {self.schema}.inbox_stream AS s
+                (consumer, stream, contiguous_upto, highest_seen)
+            SELECT :consumer, st, 0, q
+            FROM unnest(CAST(:streams AS text[]), CAST(:sequences AS bigint[])) AS x (st, q)
+            ON CONFLICT (consumer, stream) DO UPDATE
+                SET highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen)
+            """
+        )
+        self._advance_many = text(
+            f"""
+            UPDATE {self.schema}.inbox_stream AS s SET contiguous_upto = (
+                SELECT g - 1 FROM generate_series(s.contiguous_upto + 1, s.highest_seen + 1) AS g
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM {self.schema}.inbox i
+                    WHERE i.consumer = s.consumer AND i.stream = s.stream AND i.sequence = g)
+                ORDER BY g LIMIT 1)
+            WHERE s.consumer = :consumer AND s.stream = ANY(CAST(:streams AS text[]))
+              AND s.highest_seen > s.contiguous_upto
+            """
+        )
         self._advance = text(
             f"""
             UPDATE {self.schema}.inbox_stream SET contiguous_upto = :upto
@@ -98,6 +134,46 @@ class Inbox:
             return False
         await self._track(session, envelope.stream, envelope.sequence)
         return True
+
+    async def record_many(
+        self, session: AsyncSession, envelopes: Sequence[Envelope]
+    ) -> list[Envelope]:
+        """Record many messages in a few statements; returns the new ones in their order (a
+        message applied before, or listed twice, is left out). Stream positions advance as
+        :meth:`record` advances them."""
+        unique: dict[str, Envelope] = {}
+        for envelope in envelopes:
+            unique.setdefault(envelope.message_id, envelope)
+        if not unique:
+            return []
+        inserted = await session.execute(
+            self._record_many,
+            {
+                "consumer": self.consumer,
+                "ids": list(unique),
+                "streams": [e.stream for e in unique.values()],
+                "sequences": [e.sequence for e in unique.values()],
+            },
+        )
+        fresh_ids = {str(row[0]) for row in inserted}
+        fresh = [e for e in unique.values() if e.message_id in fresh_ids]
+        highest: dict[str, int] = {}
+        for envelope in fresh:
+            highest[envelope.stream] = max(highest.get(envelope.stream, 0), envelope.sequence)
+        if highest:
+            streams = sorted(highest)
+            await session.execute(
+                self._positions_many,
+                {
+                    "consumer": self.consumer,
+                    "streams": streams,
+                    "sequences": [highest[s] for s in streams],
+                },
+            )
+            await session.execute(
+                self._advance_many, {"consumer": self.consumer, "streams": streams}
+            )
+        return fresh
 
     async def _track(self, session: AsyncSession, stream: str, sequence: int) -> None:
         params = {"consumer": self.consumer, "stream": stream, "sequence": sequence}
@@ -161,12 +237,14 @@ class InboxConsumer:
         session_factory: async_sessionmaker[AsyncSession],
         handler: Handler,
         max_batch: int = 200,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
         self.inbox = Inbox(schema, name)
         self._session_factory = session_factory
         self._handler = handler
+        self._batch_handler = batch_handler
         self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=name)
 
     async def start(self, broker: Broker) -> None:
@@ -227,17 +305,24 @@ class InboxConsumer:
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
-            for _, envelopes in groups:
-                for envelope in envelopes:
-                    token = correlation_id_var.set(envelope.correlation_id)
-                    try:
-                        if await self.inbox.record(session, envelope):
-                            await self._handler(session, envelope)
-                            applied += 1
-                        else:
-                            duplicates += 1
-                    finally:
-                        correlation_id_var.reset(token)
+            if self._batch_handler is not None:
+                every = [e for _, envelopes in groups for e in envelopes]
+                fresh = await self.inbox.record_many(session, every)
+                if fresh:
+                    await self._batch_handler(session, fresh)
+                applied, duplicates = len(fresh), len(every) - len(fresh)
+            else:
+                for _, envelopes in groups:
+                    for envelope in envelopes:
+                        token = correlation_id_var.set(envelope.correlation_id)
+                        try:
+                            if await self.inbox.record(session, envelope):
+                                await self._handler(session, envelope)
+                                applied += 1
+                            else:
+                                duplicates += 1
+                        finally:
+                            correlation_id_var.reset(token)
         crash_point("consumer_after_commit")
         if ack:
             for message, _ in groups:
