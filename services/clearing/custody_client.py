@@ -54,6 +54,10 @@ class CustodyClient:
     async def settle(self, batch: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._call("POST", "/internal/settlement-batches", json=batch))
 
+    async def settle_netted(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The day as clearing netted it (custody checks it against its own obligations)."""
+        return dict(await self._call("POST", "/internal/clearing/settlement-batches", json=batch))
+
     async def accounts(self, as_of: date) -> list[dict[str, Any]]:
         answer = await self._call(
             "GET", "/internal/accounts", params={"asset": "CNY", "as_of": as_of.isoformat()}

@@ -26,7 +26,7 @@ from services.custody.domain.settlement import (
     TradeTotals,
     net_legs,
 )
-from services.custody.schemas import SettlementBatchRequest
+from services.custody.schemas import NettedBatchRequest, SettlementBatchRequest
 from services.custody.settings import CustodySettings
 from shared.clock import utc_now
 from shared.errors import ProblemError
@@ -157,18 +157,32 @@ async def _compare_in_sql(session: AsyncSession, business_date: date) -> Mismatc
     return Mismatch(sorted(found["missing"]), sorted(found["unknown"]), sorted(found["different"]))
 
 
+#: An order-independent digest of a set of rows: the sum of each row's md5 cut to 60 bits
+#: (exact numeric), as text. Clearing computes the same expression over its own rows.
+def digest_sql(row: str) -> str:
+    return f"coalesce(sum(('x' || substr(md5({row}), 1, 15))::bit(60)::bigint), 0)::text"
+
+
+TRADE_ROW = (
+    "concat_ws('|', trade_id, instrument, price_fen, quantity, buyer_member_id, "
+    "seller_member_id, buyer_fee_fen, seller_fee_fen)"
+)
+UNITS_ROW = "concat_ws('|', member_id, asset, net)"
+
+
 async def _legs_in_sql(
     session: AsyncSession,
 ) -> tuple[list[Leg], TradeTotals, dict[AccountKey, int]]:
     """The batch aggregated per member account (what
     :func:`services.custody.domain.settlement.trade_legs` computes), in one statement, with
-    the ids of the accounts that exist (every trade's accounts do: the fill created them)."""
+    the ids of the accounts that exist (every trade's accounts do: the fill created them).
+    The legs stay in the temporary table ``settle_legs`` for this transaction."""
     driver = await ledger.driver_connection(session)
-    rows = await driver.fetch(
+    await driver.execute(
         """
-        SELECT l.*, a.id FROM (
-        SELECT member_id, asset, sum(net)::bigint, sum(fees)::bigint, sum(pin)::bigint,
-               sum(pout)::bigint
+        CREATE TEMP TABLE settle_legs ON COMMIT DROP AS
+        SELECT member_id, asset, sum(net)::bigint AS net, sum(fees)::bigint AS fees,
+               sum(pin)::bigint AS pin, sum(pout)::bigint AS pout
         FROM (
             SELECT buyer_member_id AS member_id, 'CNY' AS asset,
                    -(price_fen * quantity) AS net, buyer_fee_fen AS fees, 0::bigint AS pin,
@@ -184,7 +198,11 @@ async def _legs_in_sql(
             SELECT seller_member_id, instrument, -quantity, 0, 0, quantity FROM settle_batch
         ) x
         GROUP BY member_id, asset
-        ) l (member_id, asset, net, fees, pin, pout)
+        """
+    )
+    rows = await driver.fetch(
+        """
+        SELECT l.member_id, l.asset, l.net, l.fees, l.pin, l.pout, a.id FROM settle_legs l
         LEFT JOIN custody.accounts a
           ON a.owner_kind = 'member' AND a.owner_id = l.member_id AND a.asset = l.asset
         """
@@ -202,45 +220,91 @@ async def _legs_in_sql(
     return legs, TradeTotals(int(totals[0]), int(totals[1]), int(totals[2])), ids
 
 
+def netted_request_hash(body: NettedBatchRequest) -> str:
+    canonical = body.model_dump(mode="json")
+    canonical["members"] = sorted(
+        (m["member_id"], m["net_cash_fen"], m["fees_fen"]) for m in canonical["members"]
+    )
+    if canonical["withdrawal_ids"] is not None:
+        canonical["withdrawal_ids"] = sorted(canonical["withdrawal_ids"])
+    return "netted:" + hashlib.sha256(orjson.dumps(canonical)).hexdigest()
+
+
+async def apply_netted_batch(
+    session: AsyncSession, body: NettedBatchRequest, settings: CustodySettings
+) -> tuple[dict[str, Any], bool]:
+    """Apply a day's settlement sent as clearing's netting (per member cash and fees, the
+    day's totals, digests of its trade set and of its per member and product units) instead
+    of every trade. Custody aggregates its own obligations of the date the same way and
+    applies the day only if everything is equal; it posts from its own aggregates. Same
+    idempotency (batch id), atomicity and result as :func:`apply_batch`, without the
+    members' units (clearing holds them)."""
+    digest = netted_request_hash(body)
+    stored = await _stored_or_open(session, body.batch_id, body.business_date, digest)
+    if stored is not None:
+        return stored, False
+    await session.execute(
+        text(
+            """
+            CREATE TEMP TABLE settle_batch ON COMMIT DROP AS
+            SELECT trade_id, instrument, price_fen, quantity, buyer_member_id,
+                   seller_member_id, buyer_fee_fen, seller_fee_fen
+            FROM custody.trades WHERE business_date = :d
+            """
+        ),
+        {"d": body.business_date},
+    )
+    legs, totals, ids = await _legs_in_sql(session)
+    driver = await ledger.driver_connection(session)
+    trades_digest = await driver.fetchval(f"SELECT {digest_sql(TRADE_ROW)} FROM settle_batch")
+    units_digest = await driver.fetchval(
+        f"SELECT {digest_sql(UNITS_ROW)} FROM settle_legs WHERE asset <> 'CNY'"
+    )
+    ours = {lg.member_id: (lg.net, lg.fees) for lg in legs if lg.asset == "CNY"}
+    theirs = {m.member_id: (m.net_cash_fen, m.fees_fen) for m in body.members}
+    different = sorted(m for m in ours.keys() | theirs.keys() if ours.get(m) != theirs.get(m))
+    checks = {
+        "trade_count": (totals.trade_count, body.trade_count),
+        "gross_amount_fen": (totals.gross_amount_fen, body.gross_amount_fen),
+        "fee_total_fen": (totals.fee_total_fen, body.fee_total_fen),
+        "trades_digest": (trades_digest, body.trades_digest),
+        "units_digest": (units_digest, body.units_digest),
+    }
+    unequal = {name: {"custody": a, "batch": b} for name, (a, b) in checks.items() if a != b}
+    if unequal or different:
+        raise ProblemError(
+            409,
+            "SETTLEMENT_MISMATCH",
+            f"the netted batch does not match custody's obligations for {body.business_date}: "
+            f"{sorted(unequal)} differ, {len(different)} members differ",
+            extra={"differences": unequal, "members_different": different[:_SAMPLE]},
+        )
+    products = sorted({lg.asset for lg in legs if lg.asset != "CNY"})
+    result = await _settle_legs(
+        session,
+        body.batch_id,
+        body.business_date,
+        body.withdrawal_ids,
+        legs,
+        totals,
+        ids,
+        products,
+        digest,
+        settings,
+        with_units=False,
+    )
+    return result, True
+
+
 async def apply_batch(
     session: AsyncSession, body: SettlementBatchRequest, settings: CustodySettings
 ) -> tuple[dict[str, Any], bool]:
     """Apply a day's settlement; returns (result, applied now). A repeat returns the
     stored result and changes nothing."""
     digest = request_hash(body)
-    # One batch at a time: the second of two concurrent identical requests sees the first.
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('custody:settlement'))"))
-    stored = (
-        await session.execute(
-            text(
-                "SELECT batch_id, business_date, request_hash, result "
-                "FROM custody.settlement_batches WHERE batch_id = :b OR business_date = :d"
-            ),
-            {"b": body.batch_id, "d": body.business_date},
-        )
-    ).all()
-    for row in stored:
-        if row.batch_id == body.batch_id and row.request_hash == digest:
-            return dict(row.result), False
-        if row.batch_id == body.batch_id:
-            raise ProblemError(
-                409, "BATCH_ID_REUSED", f"batch {body.batch_id} was applied with other content"
-            )
-        raise ProblemError(
-            409,
-            "ALREADY_SETTLED",
-            f"{body.business_date} was settled by batch {row.batch_id}",
-            extra={"batch_id": row.batch_id},
-        )
-    today = await ledger.current_business_date(session)
-    if body.business_date >= today:
-        raise ProblemError(
-            409,
-            "BUSINESS_DATE_OPEN",
-            f"{body.business_date} is not closed yet (the business date is {today})",
-        )
-    # Enough memory for the batch's sorts and aggregates (this transaction only).
-    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    stored = await _stored_or_open(session, body.batch_id, body.business_date, digest)
+    if stored is not None:
+        return stored, False
     await _load_batch(session, body)
     mismatch = await _compare_in_sql(session, body.business_date)
     if not mismatch.empty:
@@ -256,6 +320,81 @@ async def apply_batch(
                 "different": mismatch.different[:_SAMPLE],
             },
         )
+    legs, totals, ids = await _legs_in_sql(session)
+    products = sorted({t.instrument for t in body.trades})
+    result = await _settle_legs(
+        session,
+        body.batch_id,
+        body.business_date,
+        body.withdrawal_ids,
+        legs,
+        totals,
+        ids,
+        products,
+        digest,
+        settings,
+        with_units=True,
+    )
+    return result, True
+
+
+async def _stored_or_open(
+    session: AsyncSession, batch_id: str, business_date: date, digest: str
+) -> dict[str, Any] | None:
+    """The stored result of this very batch (a repeat), or None when the date may be
+    settled now; a conflicting batch, or a date still open, is refused."""
+    # One batch at a time: the second of two concurrent identical requests sees the first.
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('custody:settlement'))"))
+    stored = (
+        await session.execute(
+            text(
+                "SELECT batch_id, business_date, request_hash, result "
+                "FROM custody.settlement_batches WHERE batch_id = :b OR business_date = :d"
+            ),
+            {"b": batch_id, "d": business_date},
+        )
+    ).all()
+    for row in stored:
+        if row.batch_id == batch_id and row.request_hash == digest:
+            return dict(row.result)
+        if row.batch_id == batch_id:
+            raise ProblemError(
+                409, "BATCH_ID_REUSED", f"batch {batch_id} was applied with other content"
+            )
+        raise ProblemError(
+            409,
+            "ALREADY_SETTLED",
+            f"{business_date} was settled by batch {row.batch_id}",
+            extra={"batch_id": row.batch_id},
+        )
+    today = await ledger.current_business_date(session)
+    if business_date >= today:
+        raise ProblemError(
+            409,
+            "BUSINESS_DATE_OPEN",
+            f"{business_date} is not closed yet (the business date is {today})",
+        )
+    # Enough memory for the batch's sorts and aggregates (this transaction only).
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    return None
+
+
+async def _settle_legs(
+    session: AsyncSession,
+    batch_id: str,
+    business_date: date,
+    withdrawal_ids: list[str] | None,
+    legs: list[Leg],
+    totals: TradeTotals,
+    ids: dict[AccountKey, int],
+    products: list[str],
+    digest: str,
+    settings: CustodySettings,
+    *,
+    with_units: bool,
+) -> dict[str, Any]:
+    """Post a checked day (its legs per member account) with the pending withdrawals, in
+    the caller's transaction, and store the result under the batch id."""
     pending = (
         await session.execute(
             text(
@@ -265,11 +404,11 @@ async def apply_batch(
                 ORDER BY withdrawal_id FOR UPDATE
                 """
             ),
-            {"d": body.business_date},
+            {"d": business_date},
         )
     ).all()
     withdrawals = [SettlementWithdrawal(*row) for row in pending]
-    if body.withdrawal_ids is not None and sorted(body.withdrawal_ids) != [
+    if withdrawal_ids is not None and sorted(withdrawal_ids) != [
         w.withdrawal_id for w in withdrawals
     ]:
         raise ProblemError(
@@ -280,8 +419,7 @@ async def apply_batch(
                 "expected_withdrawal_ids": [w.withdrawal_id for w in withdrawals][:_SAMPLE],
             },
         )
-    legs, totals, ids = await _legs_in_sql(session)
-    netting = net_legs(legs, totals, withdrawals, body.batch_id)
+    netting = net_legs(legs, totals, withdrawals, batch_id)
     missing = [key for key in netting.deltas if key not in ids]  # fee, bank, withdrawals
     ids.update(await ledger.ensure_accounts(session, missing))
     postings = [
@@ -298,8 +436,8 @@ async def apply_batch(
         entry = await ledger.post(
             session,
             kind="SETTLEMENT",
-            reference=body.batch_id,
-            business_date=body.business_date,
+            reference=batch_id,
+            business_date=business_date,
             postings=postings,
             extra=extra,
         )
@@ -313,13 +451,14 @@ async def apply_batch(
                 WHERE withdrawal_id = ANY(CAST(:ids AS text[]))
                 """
             ),
-            {"b": body.batch_id, "ids": [w.withdrawal_id for w in withdrawals]},
+            {"b": batch_id, "ids": [w.withdrawal_id for w in withdrawals]},
         )
-    products = sorted({t.instrument for t in body.trades})
     changed = await ledger.refresh_holder_counts(session, products)
     if changed:
         await messages.instrument_updated(session, changed)
-    result = await _result(session, body, netting, withdrawals, entry_id, settings)
+    result = await _result(
+        session, batch_id, business_date, netting, withdrawals, entry_id, settings, with_units
+    )
     await session.execute(
         text(
             """
@@ -329,8 +468,8 @@ async def apply_batch(
             """
         ),
         {
-            "b": body.batch_id,
-            "d": body.business_date,
+            "b": batch_id,
+            "d": business_date,
             "h": digest,
             "seq": entry_seq,
             "result": orjson.dumps(result).decode(),
@@ -338,7 +477,7 @@ async def apply_batch(
         },
     )
     crash_point("settlement_before_commit")
-    return result, True
+    return result
 
 
 def _check_settled_matches(
@@ -354,11 +493,13 @@ def _check_settled_matches(
 
 async def _result(
     session: AsyncSession,
-    body: SettlementBatchRequest,
+    batch_id: str,
+    business_date: date,
     netting: Any,
     withdrawals: list[SettlementWithdrawal],
     entry_id: str | None,
     settings: CustodySettings,
+    with_units: bool,
 ) -> dict[str, Any]:
     member_ids = sorted(netting.members)
     subs = {
@@ -374,23 +515,22 @@ async def _result(
     members = []
     for member_id in member_ids:
         m = netting.members[member_id]
-        members.append(
-            {
-                "member_id": member_id,
-                "sub_account": subs.get(member_id),
-                "net_cash": format_fen(m.net_cash_fen),
-                "fees": format_fen(m.fees_fen),
-                "net_after_fees": format_fen(m.net_cash_fen - m.fees_fen),
-                "withdrawals": format_fen(m.withdrawals_fen),
-                "units": [
-                    {"instrument": code, "net_units": units}
-                    for code, units in sorted(m.units.items())
-                ],
-            }
-        )
+        row: dict[str, Any] = {
+            "member_id": member_id,
+            "sub_account": subs.get(member_id),
+            "net_cash": format_fen(m.net_cash_fen),
+            "fees": format_fen(m.fees_fen),
+            "net_after_fees": format_fen(m.net_cash_fen - m.fees_fen),
+            "withdrawals": format_fen(m.withdrawals_fen),
+        }
+        if with_units:
+            row["units"] = [
+                {"instrument": code, "net_units": units} for code, units in sorted(m.units.items())
+            ]
+        members.append(row)
     return {
-        "batch_id": body.batch_id,
-        "business_date": body.business_date.isoformat(),
+        "batch_id": batch_id,
+        "business_date": business_date.isoformat(),
         "status": "applied",
         "entry_id": entry_id,
         "trade_count": netting.trade_count,
