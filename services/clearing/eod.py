@@ -27,7 +27,7 @@ from services.clearing.domain.bank_files import instruction_totals, write_instru
 from services.clearing.domain.model import InstructionKind
 from services.clearing.domain.netting import Settlement, Withdrawal, settle_aggregates
 from services.clearing.settings import ClearingSettings
-from shared.clock import utc_now
+from shared.clock import rfc3339, utc_now
 from shared.contracts import (
     BOOK_COMMAND,
     BUSINESS_DATE_ROLLED,
@@ -234,6 +234,15 @@ class EodRunner:
                         session, "eod.failed", business_date, {"phase": phase, "error": str(exc)}
                     )
                 return
+            async with unit_of_work(self.runtime.session_factory) as session:
+                # When each phase ended (the run's phase breakdown; `at` is the commit's
+                # transaction time, so the wall clock goes in the detail).
+                await store.audit(
+                    session,
+                    "eod.phase",
+                    business_date,
+                    {"phase": phase, "ended_at": rfc3339(utc_now())},
+                )
             crash_point(f"eod_after_{phase}")
 
     async def _advance(
@@ -334,8 +343,12 @@ class EodRunner:
                 await session.execute(
                     text(f"DELETE FROM clearing.{table} WHERE business_date = :d"), params
                 )
+            await session.execute(_NET_LEGS, params)
             await session.execute(_NET_MEMBERS, params)
             await session.execute(_NET_UNITS, params)
+            unbalanced = (await session.execute(_UNBALANCED_UNITS, params)).scalars().all()
+            if unbalanced:
+                raise RuntimeError(f"net units do not sum to zero for {sorted(unbalanced)}")
             count, fee_total, _ = (await session.execute(_DAY_TOTALS, params)).one()
             await self._advance(
                 session,
@@ -383,14 +396,16 @@ class EodRunner:
             )
 
     async def _settlement(self, business_date: date) -> tuple[Settlement, dict[str, Any]]:
+        """The day's cash settlement (the units stay in ``clearing.settlement_units``: the
+        ``net`` phase checked that every product's units sum to zero)."""
         async with unit_of_work(self.runtime.session_factory) as session:
             row = await store.get_run(session, business_date)
             assert row is not None
             assert row.batch_result is not None
             result: dict[str, Any] = dict(row.batch_result)
-            net, fees, units = await netting_rows(session, business_date)
+            net, fees = await netting_rows(session, business_date)
         settlement = settlement_from(
-            business_date, int(row.trade_count or 0), net, fees, units, result, self.settings
+            business_date, int(row.trade_count or 0), net, fees, {}, result, self.settings
         )
         return settlement, result
 
@@ -436,34 +451,37 @@ class EodRunner:
             await store.audit(session, "eod.finished", business_date, report["totals"])
 
 
+#: One pass over the day's trades: each trade is a buyer and a seller leg, aggregated per
+#: (member, product) with the cash; the members' rows are then summed from those.
+_NET_LEGS = text(
+    """
+    CREATE TEMP TABLE day_legs ON COMMIT DROP AS
+    SELECT v.member_id, t.instrument, sum(v.q)::bigint AS q, sum(v.net)::bigint AS net,
+           sum(v.fees)::bigint AS fees, count(*) AS n
+    FROM clearing.trades t,
+    LATERAL (VALUES (t.buyer_member_id, t.quantity, -t.amount_fen, t.buyer_fee_fen),
+                    (t.seller_member_id, -t.quantity, t.amount_fen, t.seller_fee_fen))
+        AS v (member_id, q, net, fees)
+    WHERE t.business_date = :d
+    GROUP BY v.member_id, t.instrument
+    """
+)
 _NET_MEMBERS = text(
     """
     INSERT INTO clearing.settlement_members
         (business_date, member_id, net_cash_fen, fees_fen, trade_count)
-    SELECT :d, member_id, sum(net), sum(fees), count(*)
-    FROM (
-        SELECT buyer_member_id AS member_id, -amount_fen AS net, buyer_fee_fen AS fees
-        FROM clearing.trades WHERE business_date = :d
-        UNION ALL
-        SELECT seller_member_id, amount_fen, seller_fee_fen
-        FROM clearing.trades WHERE business_date = :d
-    ) x
-    GROUP BY member_id
+    SELECT :d, member_id, sum(net), sum(fees), sum(n) FROM day_legs GROUP BY member_id
     """
 )
 _NET_UNITS = text(
     """
     INSERT INTO clearing.settlement_units (business_date, member_id, instrument, net_units)
-    SELECT :d, member_id, instrument, sum(q)
-    FROM (
-        SELECT buyer_member_id AS member_id, instrument, quantity AS q
-        FROM clearing.trades WHERE business_date = :d
-        UNION ALL
-        SELECT seller_member_id, instrument, -quantity
-        FROM clearing.trades WHERE business_date = :d
-    ) x
-    GROUP BY member_id, instrument
+    SELECT :d, member_id, instrument, q FROM day_legs
     """
+)
+_UNBALANCED_UNITS = text(
+    "SELECT instrument FROM clearing.settlement_units WHERE business_date = :d "
+    "GROUP BY instrument HAVING sum(net_units) <> 0"
 )
 _DAY_TOTALS = text(
     "SELECT count(*), coalesce(sum(buyer_fee_fen + seller_fee_fen), 0), "
@@ -521,9 +539,8 @@ async def netted_batch(session: AsyncSession, business_date: date) -> dict[str, 
 
 async def netting_rows(
     session: AsyncSession, business_date: date
-) -> tuple[dict[str, int], dict[str, int], dict[tuple[str, str], int]]:
-    """The ``net`` phase's rows: net cash and fees per member, net units per member and
-    product."""
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The ``net`` phase's rows: net cash and fees per member."""
     params = {"d": business_date}
     net: dict[str, int] = {}
     fees: dict[str, int] = {}
@@ -536,17 +553,7 @@ async def netting_rows(
     ):
         net[m] = int(n)
         fees[m] = int(f)
-    units = {
-        (m, i): int(q)
-        for m, i, q in await session.execute(
-            text(
-                "SELECT member_id, instrument, net_units FROM clearing.settlement_units "
-                "WHERE business_date = :d"
-            ),
-            params,
-        )
-    }
-    return net, fees, units
+    return net, fees
 
 
 def settlement_from(
@@ -587,11 +594,8 @@ def settlement_from(
 
 
 def settlement_report(settlement: Settlement, result: dict[str, Any]) -> dict[str, Any]:
-    units: dict[str, list[dict[str, Any]]] = {}
-    for u in settlement.units:
-        units.setdefault(u.member_id, []).append(
-            {"instrument": u.instrument, "net_units": u.net_units}
-        )
+    """The stored report; the members' units are added when it is read, from
+    ``clearing.settlement_units`` (see ``store.with_units``)."""
     totals = instruction_totals(settlement.instructions)
     gross = sum(
         i.amount_fen
@@ -610,13 +614,8 @@ def settlement_report(settlement: Settlement, result: dict[str, Any]) -> dict[st
                 "fees": format_fen(m.fees_fen),
                 "net_after_fees": format_fen(m.net_after_fees_fen),
                 "withdrawals": format_fen(m.withdrawals_fen),
-                "units": units.get(m.member_id, []),
             }
             for m in settlement.members
-        ],
-        "units": [
-            {"member_id": u.member_id, "instrument": u.instrument, "net_units": u.net_units}
-            for u in settlement.units
         ],
         "fee_account": result.get("fee_account"),
         "totals": {

@@ -8,6 +8,9 @@ obligations for that date before anything moves.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
+import time
 from datetime import date
 from typing import Any
 
@@ -34,6 +37,8 @@ from shared.faults import crash_point
 from shared.money import format_fen
 
 _SAMPLE = 20
+
+log = logging.getLogger(__name__)
 
 
 def request_hash(body: SettlementBatchRequest) -> str:
@@ -181,23 +186,18 @@ async def _legs_in_sql(
     await driver.execute(
         """
         CREATE TEMP TABLE settle_legs ON COMMIT DROP AS
-        SELECT member_id, asset, sum(net)::bigint AS net, sum(fees)::bigint AS fees,
-               sum(pin)::bigint AS pin, sum(pout)::bigint AS pout
-        FROM (
-            SELECT buyer_member_id AS member_id, 'CNY' AS asset,
-                   -(price_fen * quantity) AS net, buyer_fee_fen AS fees, 0::bigint AS pin,
-                   price_fen * quantity + buyer_fee_fen AS pout
-            FROM settle_batch
-            UNION ALL
-            SELECT seller_member_id, 'CNY', price_fen * quantity, seller_fee_fen,
-                   price_fen * quantity - seller_fee_fen, 0
-            FROM settle_batch
-            UNION ALL
-            SELECT buyer_member_id, instrument, quantity, 0, quantity, 0 FROM settle_batch
-            UNION ALL
-            SELECT seller_member_id, instrument, -quantity, 0, 0, quantity FROM settle_batch
-        ) x
-        GROUP BY member_id, asset
+        SELECT v.member_id, v.asset, sum(v.net)::bigint AS net, sum(v.fees)::bigint AS fees,
+               sum(v.pin)::bigint AS pin, sum(v.pout)::bigint AS pout
+        FROM settle_batch t,
+        LATERAL (VALUES
+            (t.buyer_member_id, 'CNY', -(t.price_fen * t.quantity), t.buyer_fee_fen, 0::bigint,
+             t.price_fen * t.quantity + t.buyer_fee_fen),
+            (t.seller_member_id, 'CNY', t.price_fen * t.quantity, t.seller_fee_fen,
+             t.price_fen * t.quantity - t.seller_fee_fen, 0),
+            (t.buyer_member_id, t.instrument, t.quantity, 0, t.quantity, 0),
+            (t.seller_member_id, t.instrument, -t.quantity, 0, 0, t.quantity)
+        ) AS v (member_id, asset, net, fees, pin, pout)
+        GROUP BY v.member_id, v.asset
         """
     )
     rows = await driver.fetch(
@@ -254,7 +254,9 @@ async def apply_netted_batch(
         ),
         {"d": body.business_date},
     )
+    started = time.perf_counter()
     legs, totals, ids = await _legs_in_sql(session)
+    aggregated = time.perf_counter()
     driver = await ledger.driver_connection(session)
     trades_digest = await driver.fetchval(f"SELECT {digest_sql(TRADE_ROW)} FROM settle_batch")
     units_digest = await driver.fetchval(
@@ -280,6 +282,7 @@ async def apply_netted_batch(
             extra={"differences": unequal, "members_different": different[:_SAMPLE]},
         )
     products = sorted({lg.asset for lg in legs if lg.asset != "CNY"})
+    checked = time.perf_counter()
     result = await _settle_legs(
         session,
         body.batch_id,
@@ -292,6 +295,16 @@ async def apply_netted_batch(
         digest,
         settings,
         with_units=False,
+    )
+    log.info(
+        "netted settlement batch applied",
+        extra={
+            "batch_id": body.batch_id,
+            "legs": len(legs),
+            "aggregate_seconds": round(aggregated - started, 3),
+            "check_seconds": round(checked - aggregated, 3),
+            "post_seconds": round(time.perf_counter() - checked, 3),
+        },
     )
     return result, True
 
@@ -419,6 +432,7 @@ async def _settle_legs(
                 "expected_withdrawal_ids": [w.withdrawal_id for w in withdrawals][:_SAMPLE],
             },
         )
+    marks = [("withdrawals", time.perf_counter())]
     netting = net_legs(legs, totals, withdrawals, batch_id)
     missing = [key for key in netting.deltas if key not in ids]  # fee, bank, withdrawals
     ids.update(await ledger.ensure_accounts(session, missing))
@@ -430,6 +444,7 @@ async def _settle_legs(
         ids[key]: Delta(0, d.held, d.pending_in, d.pending_out) for key, d in netting.deltas.items()
     }
     _check_settled_matches(netting.deltas, postings, ids)
+    marks.append(("netting", time.perf_counter()))
     entry_id: str | None = None
     entry_seq: int | None = None
     if postings:
@@ -453,9 +468,11 @@ async def _settle_legs(
             ),
             {"b": batch_id, "ids": [w.withdrawal_id for w in withdrawals]},
         )
+    marks.append(("post", time.perf_counter()))
     changed = await ledger.refresh_holder_counts(session, products)
     if changed:
         await messages.instrument_updated(session, changed)
+    marks.append(("holders", time.perf_counter()))
     result = await _result(
         session, batch_id, business_date, netting, withdrawals, entry_id, settings, with_units
     )
@@ -474,6 +491,15 @@ async def _settle_legs(
             "seq": entry_seq,
             "result": orjson.dumps(result).decode(),
             "now": utc_now(),
+        },
+    )
+    marks.append(("result", time.perf_counter()))
+    log.info(
+        "settlement posted",
+        extra={
+            "batch_id": batch_id,
+            "postings": len(postings),
+            **{f"{b[0]}_seconds": round(b[1] - a[1], 3) for a, b in itertools.pairwise(marks)},
         },
     )
     crash_point("settlement_before_commit")
