@@ -422,6 +422,14 @@ async def main() -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--database", default="exchange_bench_eod")
     parser.add_argument("--log-slow-ms", type=int, default=0)
+    parser.add_argument(
+        "--capture-only", action="store_true", help="measure trade capture, then stop"
+    )
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="the baseline: capture one message at a time (EXCHANGE_CAPTURE_BATCH=false)",
+    )
     args = parser.parse_args()
     assert args.accounts >= args.members
 
@@ -445,6 +453,7 @@ async def main() -> None:
         "EXCHANGE_BROKER_PREFIX": prefix,
         "EXCHANGE_AMQP_URL": AMQP,
         "EXCHANGE_LOG_LEVEL": "INFO",
+        "EXCHANGE_CAPTURE_BATCH": "false" if args.one_by_one else "true",
     }
     settings = CustodySettings(database_url=url, broker_prefix=prefix)
     codes = [f"EOD{i:03d}" for i in range(args.products)]
@@ -453,9 +462,13 @@ async def main() -> None:
         f"{args.accounts:,} sub-accounts, {args.products} products; D = {day}; db {args.database}"
     )
     t0 = time.perf_counter()
-    trading = await setup_custody(url, settings, args.accounts, args.members, codes, day)
+    if args.capture_only:  # custody is not involved
+        trading = [f"m{i:06d}" for i in range(args.members)]
+    else:
+        trading = await setup_custody(url, settings, args.accounts, args.members, codes, day)
     the_day = Day(args.trades, trading, codes)
-    await load_obligations(url, the_day, day)
+    if not args.capture_only:
+        await load_obligations(url, the_day, day)
     messages, last = book_messages(the_day, day)
     print(
         f"setup (untimed): custody state and {len(messages):,} book envelopes in {time.perf_counter() - t0:.1f} s"
@@ -493,6 +506,8 @@ async def main() -> None:
             f"capture: {args.trades:,} trades in {len(messages):,} envelopes through the "
             f"clearing.book consumer: {capture:.1f} s = {args.trades / capture:,.0f} trades/s"
         )
+        if args.capture_only:
+            return
         await custody.start()
         # -------------------------------------------------------------------- EOD
         async with (

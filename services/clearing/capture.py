@@ -320,14 +320,14 @@ def batch_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> BatchHandler:
 CAPTURE_BATCH = 2_000
 
 
-def consumer_specs(matching_shards: int) -> list[ConsumerSpec]:
+def consumer_specs(matching_shards: int, *, batched: bool = True) -> list[ConsumerSpec]:
     queues = {q.name: q for q in system_queues(matching_shards)}
     return [
         ConsumerSpec(
             CONSUMER,
             queues["clearing.book"],
             book_handler(),
-            max_batch=CAPTURE_BATCH,
-            batch_handler=batch_handler(),
+            max_batch=CAPTURE_BATCH if batched else 200,
+            batch_handler=batch_handler() if batched else None,
         )
     ]
