@@ -295,6 +295,77 @@ def book_messages(
     return messages, last
 
 
+async def bulk_capture(url: str, day: Day, business_date: date) -> dict[str, int]:
+    """What capture would store (trades with fees, orders' fee totals), by COPY; each book's
+    stream then starts at its DayRolled (sequence 1)."""
+    executed_at = datetime.fromisoformat(f"{business_date.isoformat()}T10:00:00+00:00")
+    records = []
+    fees: dict[str, list[Any]] = {}
+    seqs: dict[str, int] = {}
+    for t in day.rows:
+        trade_id, code, price, qty, buyer, seller, bo, so, bfee, sfee, taker = t
+        seqs[code] = seqs.get(code, 0) + 1
+        records.append(
+            (
+                trade_id,
+                code,
+                business_date,
+                seqs[code],
+                0,
+                price,
+                qty,
+                price * qty,
+                buyer,
+                seller,
+                bo,
+                so,
+                taker,
+                bfee,
+                sfee,
+                executed_at,
+            )
+        )
+        for order, member, side, fee in ((bo, buyer, "BUY", bfee), (so, seller, "SELL", sfee)):
+            row = fees.setdefault(order, [member, side, 0, 0])
+            row[2] += fee
+            row[3] += 1
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.copy_records_to_table(
+            "trades",
+            schema_name="clearing",
+            columns=[
+                "trade_id",
+                "instrument",
+                "business_date",
+                "book_seq",
+                "stream_seq",
+                "price_fen",
+                "quantity",
+                "amount_fen",
+                "buyer_member_id",
+                "seller_member_id",
+                "buy_order_id",
+                "sell_order_id",
+                "taker_side",
+                "buyer_fee_fen",
+                "seller_fee_fen",
+                "executed_at",
+            ],
+            records=records,
+        )
+        await conn.copy_records_to_table(
+            "order_fees",
+            schema_name="clearing",
+            columns=["order_id", "member_id", "side", "fees_fen", "fills"],
+            records=[(o, *v) for o, v in fees.items()],
+        )
+        await conn.execute("ANALYZE clearing.trades")
+    finally:
+        await conn.close()
+    return {code: 0 for code in seqs}
+
+
 def roll_messages(last: dict[str, int], business_date: date) -> list[OutgoingMessage]:
     following = business_date + timedelta(days=1)
     out = []
@@ -426,6 +497,12 @@ async def main() -> None:
         "--capture-only", action="store_true", help="measure trade capture, then stop"
     )
     parser.add_argument(
+        "--bulk-capture",
+        action="store_true",
+        help="load clearing's trades and order fees with COPY instead of capturing them "
+        "through the consumer (to iterate on the EOD run; capture is not measured)",
+    )
+    parser.add_argument(
         "--one-by-one",
         action="store_true",
         help="the baseline: capture one message at a time (EXCHANGE_CAPTURE_BATCH=false)",
@@ -469,7 +546,7 @@ async def main() -> None:
     the_day = Day(args.trades, trading, codes)
     if not args.capture_only:
         await load_obligations(url, the_day, day)
-    messages, last = book_messages(the_day, day)
+    messages, last = ([], {}) if args.bulk_capture else book_messages(the_day, day)
     print(
         f"setup (untimed): custody state and {len(messages):,} book envelopes in {time.perf_counter() - t0:.1f} s"
     )
@@ -491,6 +568,9 @@ async def main() -> None:
     try:
         await clearing.start()
         # ---------------------------------------------------------------- capture
+        if args.bulk_capture:
+            last = await bulk_capture(url, the_day, day)
+            messages = []
         t0 = time.perf_counter()
         publisher = asyncio.create_task(publish_to_queue(prefix, messages))
         while True:
@@ -502,10 +582,11 @@ async def main() -> None:
             await asyncio.sleep(0.2)
         capture = time.perf_counter() - t0
         await publisher
-        print(
-            f"capture: {args.trades:,} trades in {len(messages):,} envelopes through the "
-            f"clearing.book consumer: {capture:.1f} s = {args.trades / capture:,.0f} trades/s"
-        )
+        if not args.bulk_capture:
+            print(
+                f"capture: {args.trades:,} trades in {len(messages):,} envelopes through the "
+                f"clearing.book consumer: {capture:.1f} s = {args.trades / capture:,.0f} trades/s"
+            )
         if args.capture_only:
             return
         await custody.start()

@@ -21,13 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.custody import ledger, messages
 from services.custody.domain.journal import PostingLine
 from services.custody.domain.settlement import (
+    BANK_ACCOUNT,
+    FEE_ACCOUNT,
     AccountKey,
     Delta,
     Leg,
+    MemberSummary,
     Mismatch,
+    Netting,
     SettlementWithdrawal,
     TradeTotals,
-    net_legs,
 )
 from services.custody.schemas import NettedBatchRequest, SettlementBatchRequest
 from services.custody.settings import CustodySettings
@@ -185,19 +188,32 @@ async def _legs_in_sql(
     driver = await ledger.driver_connection(session)
     await driver.execute(
         """
-        CREATE TEMP TABLE settle_legs ON COMMIT DROP AS
-        SELECT v.member_id, v.asset, sum(v.net)::bigint AS net, sum(v.fees)::bigint AS fees,
-               sum(v.pin)::bigint AS pin, sum(v.pout)::bigint AS pout
+        CREATE TEMP TABLE settle_pairs ON COMMIT DROP AS
+        SELECT v.member_id, t.instrument, sum(v.q)::bigint AS q, sum(v.qin)::bigint AS qin,
+               sum(v.qout)::bigint AS qout, sum(v.net)::bigint AS net,
+               sum(v.fees)::bigint AS fees, sum(v.pin)::bigint AS pin,
+               sum(v.pout)::bigint AS pout
         FROM settle_batch t,
         LATERAL (VALUES
-            (t.buyer_member_id, 'CNY', -(t.price_fen * t.quantity), t.buyer_fee_fen, 0::bigint,
-             t.price_fen * t.quantity + t.buyer_fee_fen),
-            (t.seller_member_id, 'CNY', t.price_fen * t.quantity, t.seller_fee_fen,
-             t.price_fen * t.quantity - t.seller_fee_fen, 0),
-            (t.buyer_member_id, t.instrument, t.quantity, 0, t.quantity, 0),
-            (t.seller_member_id, t.instrument, -t.quantity, 0, 0, t.quantity)
-        ) AS v (member_id, asset, net, fees, pin, pout)
-        GROUP BY v.member_id, v.asset
+            (t.buyer_member_id, t.quantity, t.quantity, 0::bigint, -(t.price_fen * t.quantity),
+             t.buyer_fee_fen, 0::bigint, t.price_fen * t.quantity + t.buyer_fee_fen),
+            (t.seller_member_id, -t.quantity, 0, t.quantity, t.price_fen * t.quantity,
+             t.seller_fee_fen, t.price_fen * t.quantity - t.seller_fee_fen, 0)
+        ) AS v (member_id, q, qin, qout, net, fees, pin, pout)
+        GROUP BY v.member_id, t.instrument
+        """
+    )
+    # Each member's units per product, and its cash summed over its products.
+    await driver.execute(
+        """
+        CREATE TEMP TABLE settle_legs ON COMMIT DROP AS
+        SELECT member_id, instrument AS asset, q AS net, 0::bigint AS fees, qin AS pin,
+               qout AS pout
+        FROM settle_pairs
+        UNION ALL
+        SELECT member_id, 'CNY', sum(net)::bigint, sum(fees)::bigint, sum(pin)::bigint,
+               sum(pout)::bigint
+        FROM settle_pairs GROUP BY member_id
         """
     )
     rows = await driver.fetch(
@@ -433,17 +449,9 @@ async def _settle_legs(
             },
         )
     marks = [("withdrawals", time.perf_counter())]
-    netting = net_legs(legs, totals, withdrawals, batch_id)
-    missing = [key for key in netting.deltas if key not in ids]  # fee, bank, withdrawals
-    ids.update(await ledger.ensure_accounts(session, missing))
-    postings = [
-        PostingLine(ids[p.account], p.account[2], p.amount, p.kind, p.reference)
-        for p in netting.postings
-    ]
-    extra: dict[int, Delta] = {
-        ids[key]: Delta(0, d.held, d.pending_in, d.pending_out) for key, d in netting.deltas.items()
-    }
-    _check_settled_matches(netting.deltas, postings, ids)
+    needed = [FEE_ACCOUNT, BANK_ACCOUNT] + [("member", w.member_id, "CNY") for w in withdrawals]
+    ids.update(await ledger.ensure_accounts(session, [k for k in needed if k not in ids]))
+    netting, postings, extra = _netting_lines(legs, totals, withdrawals, batch_id, ids, with_units)
     marks.append(("netting", time.perf_counter()))
     entry_id: str | None = None
     entry_seq: int | None = None
@@ -474,7 +482,15 @@ async def _settle_legs(
         await messages.instrument_updated(session, changed)
     marks.append(("holders", time.perf_counter()))
     result = await _result(
-        session, batch_id, business_date, netting, withdrawals, entry_id, settings, with_units
+        session,
+        batch_id,
+        business_date,
+        netting,
+        withdrawals,
+        entry_id,
+        settings,
+        len(postings),
+        with_units=with_units,
     )
     await session.execute(
         text(
@@ -506,15 +522,67 @@ async def _settle_legs(
     return result
 
 
-def _check_settled_matches(
-    deltas: dict[AccountKey, Delta], postings: list[PostingLine], ids: dict[AccountKey, int]
-) -> None:
-    by_account: dict[int, int] = {}
-    for p in postings:
-        by_account[p.account_id] = by_account.get(p.account_id, 0) + p.amount
-    for key, d in deltas.items():
-        if by_account.get(ids[key], 0) != d.settled:
-            raise ledger.LedgerError(f"settlement postings disagree with the netting for {key}")
+def _netting_lines(
+    legs: list[Leg],
+    totals: TradeTotals,
+    withdrawals: list[SettlementWithdrawal],
+    reference: str,
+    ids: dict[AccountKey, int],
+    with_units: bool,
+) -> tuple[Netting, list[PostingLine], dict[int, Delta]]:
+    """What :func:`services.custody.domain.settlement.net_legs` computes (the same postings
+    in the same order, the same pending and held movements, the same member summaries),
+    straight into posting lines and account deltas by id: one pass over the legs, which
+    for a large day (≈ 500,000 legs) costs a few seconds instead of tens."""
+    members: dict[str, MemberSummary] = {}
+    postings: list[PostingLine] = []
+    extra: dict[int, Delta] = {}
+    append = postings.append
+    for lg in sorted(legs, key=lambda g: (g.member_id, g.asset != "CNY", g.asset)):
+        account = ids[("member", lg.member_id, lg.asset)]
+        extra[account] = Delta(0, 0, -lg.pending_in, -lg.pending_out)
+        m = members.get(lg.member_id)
+        if m is None:
+            m = members[lg.member_id] = MemberSummary(lg.member_id)
+        if lg.asset == "CNY":
+            m.net_cash_fen += lg.net
+            m.fees_fen += lg.fees
+            if lg.net:
+                append(PostingLine(account, "CNY", lg.net, "TRADE_NET", reference))
+            if lg.fees:
+                append(PostingLine(account, "CNY", -lg.fees, "FEE", reference))
+        else:
+            if with_units:
+                m.units[lg.asset] = m.units.get(lg.asset, 0) + lg.net
+            if lg.net:
+                append(PostingLine(account, lg.asset, lg.net, "SETTLEMENT_UNITS", reference))
+    fee_total = totals.fee_total_fen
+    if fee_total:
+        fee = ids[FEE_ACCOUNT]
+        extra[fee] = Delta(0, 0, -fee_total, 0)
+        append(PostingLine(fee, "CNY", fee_total, "FEE", reference))
+    withdrawal_total = 0
+    bank = ids[BANK_ACCOUNT]
+    for w in sorted(withdrawals, key=lambda w: w.withdrawal_id):
+        withdrawal_total += w.amount_fen
+        account = ids[("member", w.member_id, "CNY")]
+        extra.setdefault(account, Delta()).held -= w.amount_fen
+        m = members.get(w.member_id)
+        if m is None:
+            m = members[w.member_id] = MemberSummary(w.member_id)
+        m.withdrawals_fen += w.amount_fen
+        append(PostingLine(account, "CNY", -w.amount_fen, "WITHDRAWAL", w.withdrawal_id))
+        append(PostingLine(bank, "CNY", w.amount_fen, "WITHDRAWAL", w.withdrawal_id))
+    netting = Netting(
+        deltas={},
+        postings=[],
+        members=members,
+        trade_count=totals.trade_count,
+        gross_amount_fen=totals.gross_amount_fen,
+        fee_total_fen=fee_total,
+        withdrawal_total_fen=withdrawal_total,
+    )
+    return netting, postings, extra
 
 
 async def _result(
@@ -525,6 +593,8 @@ async def _result(
     withdrawals: list[SettlementWithdrawal],
     entry_id: str | None,
     settings: CustodySettings,
+    posting_count: int,
+    *,
     with_units: bool,
 ) -> dict[str, Any]:
     member_ids = sorted(netting.members)
@@ -579,6 +649,6 @@ async def _result(
             "fee_total": format_fen(netting.fee_total_fen),
             "withdrawal_total": format_fen(netting.withdrawal_total_fen),
             "member_count": len(members),
-            "posting_count": len(netting.postings),
+            "posting_count": posting_count,
         },
     }
