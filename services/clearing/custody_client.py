@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 import httpx
+import orjson
 
 from shared.errors import ProblemError
 
@@ -41,7 +42,7 @@ class CustodyClient:
             except ValueError:
                 body = {"code": "HTTP_ERROR", "detail": response.text[:500]}
             raise CustodyRefused(response.status_code, body)
-        return response.json()
+        return orjson.loads(response.content)
 
     async def instruments(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/internal/instruments"))["items"])

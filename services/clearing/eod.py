@@ -338,7 +338,7 @@ class EodRunner:
         """Net the day in SQL: per member cash and fees, per member and product units."""
         async with unit_of_work(self.runtime.session_factory) as session:
             params = {"d": business_date}
-            await session.execute(text("SET LOCAL work_mem = '64MB'"))
+            await session.execute(text("SET LOCAL work_mem = '256MB'"))
             for table in ("settlement_units", "settlement_members"):  # a resumed phase
                 await session.execute(
                     text(f"DELETE FROM clearing.{table} WHERE business_date = :d"), params
@@ -451,19 +451,26 @@ class EodRunner:
             await store.audit(session, "eod.finished", business_date, report["totals"])
 
 
-#: One pass over the day's trades: each trade is a buyer and a seller leg, aggregated per
-#: (member, product) with the cash; the members' rows are then summed from those.
+#: Per (member, product): the day's purchases and sales aggregated separately (two hash
+#: aggregates over the day's trades, then a full join), with the member's cash and fees.
 _NET_LEGS = text(
     """
     CREATE TEMP TABLE day_legs ON COMMIT DROP AS
-    SELECT v.member_id, t.instrument, sum(v.q)::bigint AS q, sum(v.net)::bigint AS net,
-           sum(v.fees)::bigint AS fees, count(*) AS n
-    FROM clearing.trades t,
-    LATERAL (VALUES (t.buyer_member_id, t.quantity, -t.amount_fen, t.buyer_fee_fen),
-                    (t.seller_member_id, -t.quantity, t.amount_fen, t.seller_fee_fen))
-        AS v (member_id, q, net, fees)
-    WHERE t.business_date = :d
-    GROUP BY v.member_id, t.instrument
+    SELECT coalesce(b.m, s.m) AS member_id, coalesce(b.i, s.i) AS instrument,
+           (coalesce(b.q, 0) - coalesce(s.q, 0))::bigint AS q,
+           (coalesce(s.a, 0) - coalesce(b.a, 0))::bigint AS net,
+           (coalesce(b.f, 0) + coalesce(s.f, 0))::bigint AS fees,
+           coalesce(b.n, 0) + coalesce(s.n, 0) AS n
+    FROM (
+        SELECT buyer_member_id AS m, instrument AS i, sum(quantity) AS q,
+               sum(amount_fen) AS a, sum(buyer_fee_fen) AS f, count(*) AS n
+        FROM clearing.trades WHERE business_date = :d GROUP BY 1, 2
+    ) b
+    FULL JOIN (
+        SELECT seller_member_id AS m, instrument AS i, sum(quantity) AS q,
+               sum(amount_fen) AS a, sum(seller_fee_fen) AS f, count(*) AS n
+        FROM clearing.trades WHERE business_date = :d GROUP BY 1, 2
+    ) s ON s.m = b.m AND s.i = b.i
     """
 )
 _NET_MEMBERS = text(

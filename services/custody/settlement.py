@@ -7,10 +7,13 @@ obligations for that date before anything moves.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -189,30 +192,34 @@ async def _legs_in_sql(
     await driver.execute(
         """
         CREATE TEMP TABLE settle_pairs ON COMMIT DROP AS
-        SELECT v.member_id, t.instrument, sum(v.q)::bigint AS q, sum(v.qin)::bigint AS qin,
-               sum(v.qout)::bigint AS qout, sum(v.net)::bigint AS net,
-               sum(v.fees)::bigint AS fees, sum(v.pin)::bigint AS pin,
-               sum(v.pout)::bigint AS pout
-        FROM settle_batch t,
-        LATERAL (VALUES
-            (t.buyer_member_id, t.quantity, t.quantity, 0::bigint, -(t.price_fen * t.quantity),
-             t.buyer_fee_fen, 0::bigint, t.price_fen * t.quantity + t.buyer_fee_fen),
-            (t.seller_member_id, -t.quantity, 0, t.quantity, t.price_fen * t.quantity,
-             t.seller_fee_fen, t.price_fen * t.quantity - t.seller_fee_fen, 0)
-        ) AS v (member_id, q, qin, qout, net, fees, pin, pout)
-        GROUP BY v.member_id, t.instrument
+        SELECT coalesce(b.m, s.m) AS member_id, coalesce(b.i, s.i) AS instrument,
+               coalesce(b.q, 0)::bigint AS qin, coalesce(s.q, 0)::bigint AS qout,
+               coalesce(b.a, 0)::bigint AS bought, coalesce(s.a, 0)::bigint AS sold,
+               coalesce(b.f, 0)::bigint AS buy_fees, coalesce(s.f, 0)::bigint AS sell_fees
+        FROM (
+            SELECT buyer_member_id AS m, instrument AS i, sum(quantity) AS q,
+                   sum(price_fen * quantity) AS a, sum(buyer_fee_fen) AS f
+            FROM settle_batch GROUP BY 1, 2
+        ) b
+        FULL JOIN (
+            SELECT seller_member_id AS m, instrument AS i, sum(quantity) AS q,
+                   sum(price_fen * quantity) AS a, sum(seller_fee_fen) AS f
+            FROM settle_batch GROUP BY 1, 2
+        ) s ON s.m = b.m AND s.i = b.i
         """
     )
-    # Each member's units per product, and its cash summed over its products.
+    # Each member's units per product, and its cash summed over its products: purchases
+    # leave as pending_out with the buyer's fees, sales arrive as pending_in less the
+    # seller's fees.
     await driver.execute(
         """
         CREATE TEMP TABLE settle_legs ON COMMIT DROP AS
-        SELECT member_id, instrument AS asset, q AS net, 0::bigint AS fees, qin AS pin,
-               qout AS pout
+        SELECT member_id, instrument AS asset, qin - qout AS net, 0::bigint AS fees,
+               qin AS pin, qout AS pout
         FROM settle_pairs
         UNION ALL
-        SELECT member_id, 'CNY', sum(net)::bigint, sum(fees)::bigint, sum(pin)::bigint,
-               sum(pout)::bigint
+        SELECT member_id, 'CNY', sum(sold - bought)::bigint, sum(buy_fees + sell_fees)::bigint,
+               sum(sold - sell_fees)::bigint, sum(bought + buy_fees)::bigint
         FROM settle_pairs GROUP BY member_id
         """
     )
@@ -231,8 +238,9 @@ async def _legs_in_sql(
         """
     )
     assert totals is not None
-    legs = [Leg(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
-    ids = {("member", r[0], r[1]): int(r[6]) for r in rows if r[6] is not None}
+    with _no_gc():
+        legs = [Leg(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        ids = {("member", r[0], r[1]): int(r[6]) for r in rows if r[6] is not None}
     return legs, TradeTotals(int(totals[0]), int(totals[1]), int(totals[2])), ids
 
 
@@ -404,7 +412,7 @@ async def _stored_or_open(
             f"{business_date} is not closed yet (the business date is {today})",
         )
     # Enough memory for the batch's sorts and aggregates (this transaction only).
-    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    await session.execute(text("SET LOCAL work_mem = '256MB'"))
     return None
 
 
@@ -451,7 +459,10 @@ async def _settle_legs(
     marks = [("withdrawals", time.perf_counter())]
     needed = [FEE_ACCOUNT, BANK_ACCOUNT] + [("member", w.member_id, "CNY") for w in withdrawals]
     ids.update(await ledger.ensure_accounts(session, [k for k in needed if k not in ids]))
-    netting, postings, extra = _netting_lines(legs, totals, withdrawals, batch_id, ids, with_units)
+    with _no_gc():
+        netting, postings, extra = _netting_lines(
+            legs, totals, withdrawals, batch_id, ids, with_units
+        )
     marks.append(("netting", time.perf_counter()))
     entry_id: str | None = None
     entry_seq: int | None = None
@@ -520,6 +531,19 @@ async def _settle_legs(
     )
     crash_point("settlement_before_commit")
     return result
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cycle collector while a large day's objects are built (hundreds of
+    thousands of acyclic objects: each full collection would scan them all again)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _netting_lines(
