@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.clearing.domain.netting import Trade
 from shared.clock import rfc3339
 from shared.money import format_fen
 
@@ -60,18 +59,6 @@ def run_view(row: Row[Any]) -> dict[str, Any]:
         "batch_id": row.batch_id,
         "error": row.error,
     }
-
-
-async def trades_of_date(session: AsyncSession, business_date: date) -> list[Trade]:
-    result = await session.execute(
-        text(
-            "SELECT trade_id, instrument, price_fen, quantity, amount_fen, buyer_member_id, "
-            "seller_member_id, buyer_fee_fen, seller_fee_fen FROM clearing.trades "
-            "WHERE business_date = :d ORDER BY trade_id"
-        ),
-        {"d": business_date},
-    )
-    return [Trade(*row) for row in result.tuples()]
 
 
 def trade_view(row: Row[Any]) -> dict[str, Any]:
