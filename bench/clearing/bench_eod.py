@@ -624,26 +624,25 @@ async def main() -> None:
             statement = await statement_file(custody_client, clearing_client, day)
             path = Path(tempfile.gettempdir()) / f"bench-eod-statement-{day}.csv"
             path.write_text(statement)
-            recon_seconds, recon_out = await cli(
-                common_env, "recon", "load", str(path), "--date", day.isoformat()
-            )
-            status = "balanced" if "balanced" in recon_out else recon_out[-400:]
-            print(
-                f"reconciliation: `exchange recon load` of {args.accounts:,} sub-accounts "
-                f"({path.stat().st_size / 1e6:.1f} MB): {recon_seconds:.1f} s (CLI), {status}"
-            )
-            # The same load again, timed at the HTTP call (no CLI start-up); every load is kept.
+            # Timed at the HTTP call first (the first load: cold caches), then through the
+            # staff CLI (the same file again: every load is kept), which adds its start-up.
             t0 = time.perf_counter()
-            again = await clearing_client.post(
+            first = await clearing_client.post(
                 f"/internal/reconciliations/{day}",
                 content=path.read_bytes(),
                 headers={"Content-Type": "text/csv"},
             )
-            assert again.status_code == 201, again.text[:400]
+            assert first.status_code == 201, first.text[:400]
             print(
-                f"  the same statement loaded again through POST /internal/reconciliations: "
-                f"{time.perf_counter() - t0:.1f} s, {again.json()['status']}"
+                f"reconciliation of {args.accounts:,} sub-accounts ({path.stat().st_size / 1e6:.1f} MB "
+                f"statement): POST /internal/reconciliations {time.perf_counter() - t0:.1f} s, "
+                f"{first.json()['status']}"
             )
+            recon_seconds, recon_out = await cli(
+                common_env, "recon", "load", str(path), "--date", day.isoformat()
+            )
+            status = "balanced" if "balanced" in recon_out else recon_out[-400:]
+            print(f"  again with `exchange recon load`: {recon_seconds:.1f} s (CLI), {status}")
     finally:
         await custody.stop()
         await clearing.stop()
