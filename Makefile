@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TYPED := shared services exchange_cli banksim
 
-.PHONY: install run test lint typecheck pytest bench bench-peers clean
+.PHONY: install run test lint typecheck pytest bench bench-peers bench-eod clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,6 +48,12 @@ bench: bench-peers
 	$(BIN)/python bench/clearing/bench_clearing.py
 	$(BIN)/python -m bench.gateway.run
 	$(BIN)/python -m bench.gateway.e2e
+
+# End of day through the real clearing and custody processes (about 15 minutes, most of it
+# untimed setup and the capture of 1,000,000 trades); see docs/benchmarks.md "Clearing".
+bench-eod: install
+	$(BIN)/exchange infra ensure
+	$(BIN)/python -m bench.clearing.bench_eod --trades 1000000 --members 10000 --products 50 --accounts 100000
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

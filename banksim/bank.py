@@ -103,7 +103,12 @@ class Bank:
     bookings: list[Booking] = field(default_factory=list)
     applied: set[str] = field(default_factory=set)
 
+    #: Each account's bookings (a statement of many accounts stays linear).
+    _by_account: dict[str, list[Booking]] = field(default_factory=dict, init=False, repr=False)
+
     def __post_init__(self) -> None:
+        for b in self.bookings:
+            self._by_account.setdefault(b.account, []).append(b)
         if self.fee_account not in self.accounts:
             self.accounts[self.fee_account] = SubAccount(self.fee_account, None)
 
@@ -216,7 +221,7 @@ class Bank:
     def balance_fen(self, account: str, as_of: date) -> int:
         """Balance at the end of ``as_of``."""
         return sum(
-            b.signed_fen for b in self.bookings if b.account == account and b.business_date <= as_of
+            b.signed_fen for b in self._by_account.get(account, ()) if b.business_date <= as_of
         )
 
     def statement(self, business_date: date, inject: StatementInjection | None = None) -> str:
@@ -330,9 +335,9 @@ class Bank:
         direction: str,
         amount_fen: int,
     ) -> None:
-        self.bookings.append(
-            Booking(business_date, account, kind, reference, direction, amount_fen)
-        )
+        booking = Booking(business_date, account, kind, reference, direction, amount_fen)
+        self.bookings.append(booking)
+        self._by_account.setdefault(account, []).append(booking)
 
 
 @dataclass(frozen=True, slots=True)

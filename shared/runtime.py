@@ -14,7 +14,7 @@ from shared.config import CommonSettings
 from shared.contracts import system_queues
 from shared.db import check_identifier, make_engine, make_session_factory
 from shared.messaging.broker import Broker
-from shared.messaging.inbox import BatchBegin, BatchEnd, Handler, InboxConsumer
+from shared.messaging.inbox import BatchBegin, BatchEnd, BatchHandler, Handler, InboxConsumer
 from shared.messaging.outbox import Outbox, OutboxRelay
 from shared.messaging.topology import QueueSpec, Topology
 from shared.metrics import READY
@@ -30,6 +30,8 @@ class ConsumerSpec:
     max_batch: int = 200
     batch_begin: BatchBegin | None = None
     batch_end: BatchEnd | None = None
+    #: Optional: applies a delivery batch's new envelopes at once (see InboxConsumer).
+    batch_handler: BatchHandler | None = None
 
 
 class Component(Protocol):
@@ -111,6 +113,7 @@ class ServiceRuntime:
                 max_batch=spec.max_batch,
                 batch_begin=spec.batch_begin,
                 batch_end=spec.batch_end,
+                batch_handler=spec.batch_handler,
             )
             for spec in self._consumer_specs
         ]

@@ -16,7 +16,7 @@ def create_app(settings: ClearingSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(
         "clearing",
         settings,
-        consumers=consumer_specs(settings.matching_shards),
+        consumers=consumer_specs(settings.matching_shards, batched=settings.capture_batch),
         components=[runner],
     )
     app = create_service_app(runtime, title="Clearing", routers=[router])

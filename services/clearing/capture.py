@@ -8,6 +8,7 @@ position of the book's stream reaches it, every trade of the closed day is captu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.contracts import BOOK_EVENTS, system_queues
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.messaging.envelope import Envelope
-from shared.messaging.inbox import Handler
+from shared.messaging.inbox import BatchHandler, Handler
 from shared.runtime import ConsumerSpec
 
 #: The consumer's name; its inbox is ``clearing.book`` (the runtime prefixes the service).
@@ -141,6 +142,164 @@ async def apply_book_events(
             )
 
 
+_CAPTURED = text("SELECT trade_id FROM clearing.trades WHERE trade_id = ANY(CAST(:ids AS text[]))")
+_ORDER_FEES_MANY = text(
+    "SELECT order_id, fees_fen FROM clearing.order_fees "
+    "WHERE order_id = ANY(CAST(:ids AS text[])) ORDER BY order_id FOR UPDATE"
+)
+_INSERT_TRADES = text(
+    """
+    INSERT INTO clearing.trades (trade_id, instrument, business_date, book_seq, stream_seq,
+        price_fen, quantity, amount_fen, buyer_member_id, seller_member_id, buy_order_id,
+        sell_order_id, taker_side, buyer_fee_fen, seller_fee_fen, executed_at)
+    SELECT t, i, d, bs, ss, p, q, p * q, bm, sm, bo, so, ts, bf, sf, x
+    FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]), CAST(:d AS date[]),
+        CAST(:bs AS bigint[]), CAST(:ss AS bigint[]), CAST(:p AS bigint[]),
+        CAST(:q AS bigint[]), CAST(:bm AS text[]), CAST(:sm AS text[]), CAST(:bo AS text[]),
+        CAST(:so AS text[]), CAST(:ts AS text[]), CAST(:bf AS bigint[]), CAST(:sf AS bigint[]),
+        CAST(:x AS timestamptz[])) AS r (t, i, d, bs, ss, p, q, bm, sm, bo, so, ts, bf, sf, x)
+    ON CONFLICT (trade_id) DO NOTHING
+    RETURNING trade_id
+    """
+)
+_ADD_ORDER_FEES = text(
+    """
+    INSERT INTO clearing.order_fees (order_id, member_id, side, fees_fen, fills)
+    SELECT o, m, s, f, n FROM unnest(CAST(:o AS text[]), CAST(:m AS text[]),
+        CAST(:s AS text[]), CAST(:f AS bigint[]), CAST(:n AS integer[])) AS r (o, m, s, f, n)
+    ORDER BY o
+    ON CONFLICT (order_id) DO UPDATE
+        SET fees_fen = clearing.order_fees.fees_fen + EXCLUDED.fees_fen,
+            fills = clearing.order_fees.fills + EXCLUDED.fills
+    """
+)
+_RECORD_ROLLS = text(
+    """
+    INSERT INTO clearing.day_rolls (instrument, previous_date, business_date, book_seq, stream_seq)
+    SELECT i, p, d, q, s FROM unnest(CAST(:i AS text[]), CAST(:p AS date[]),
+        CAST(:d AS date[]), CAST(:q AS bigint[]), CAST(:s AS bigint[])) AS r (i, p, d, q, s)
+    ON CONFLICT (instrument, previous_date) DO NOTHING
+    """
+)
+
+#: Column names of one batch of trades, in ``_INSERT_TRADES``'s parameters.
+_TRADE_PARAMS = ("t", "i", "d", "bs", "ss", "p", "q", "bm", "sm", "bo", "so", "ts", "bf", "sf", "x")
+
+
+async def capture_batch(
+    session: AsyncSession,
+    envelopes: Sequence[Envelope],
+    schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
+) -> int:
+    """Apply many ``book.events`` envelopes (new to the inbox, in delivery order) with a
+    fixed number of statements: the same trades, fees and rolls as applying them one by one
+    with :func:`apply_book_events`. Returns the number of trades captured."""
+    trades: list[tuple[str, dict[str, Any], datetime, int]] = []
+    rolls: list[tuple[str, dict[str, Any], int]] = []
+    for envelope in envelopes:
+        if envelope.type != BOOK_EVENTS:
+            continue
+        payload = envelope.payload
+        instrument = str(payload["instrument"])
+        executed_at = datetime.fromisoformat(str(payload["executed_at"]))
+        for event in payload["events"]:
+            kind = event.get("type")
+            if kind == "Trade":
+                trades.append((instrument, event, executed_at, envelope.sequence))
+            elif kind == "DayRolled":
+                rolls.append((instrument, event, envelope.sequence))
+    captured = 0
+    if trades:
+        captured = await _capture_trades(session, trades, schedule)
+    if rolls:
+        await session.execute(
+            _RECORD_ROLLS,
+            {
+                "i": [r[0] for r in rolls],
+                "p": [date.fromisoformat(r[1]["previous_date"]) for r in rolls],
+                "d": [date.fromisoformat(r[1]["business_date"]) for r in rolls],
+                "q": [int(r[1]["seq"]) for r in rolls],
+                "s": [r[2] for r in rolls],
+            },
+        )
+    return captured
+
+
+async def _capture_trades(
+    session: AsyncSession,
+    trades: list[tuple[str, dict[str, Any], datetime, int]],
+    schedule: FeeSchedule,
+) -> int:
+    ids = [str(t[1]["trade_id"]) for t in trades]
+    seen = set((await session.execute(_CAPTURED, {"ids": ids})).scalars())
+    orders = sorted({o for t in trades for o in sides(t[1])[0::2]})
+    charged: dict[str, int] = {
+        str(o): int(f) for o, f in (await session.execute(_ORDER_FEES_MANY, {"ids": orders}))
+    }
+    columns: dict[str, list[Any]] = {name: [] for name in _TRADE_PARAMS}
+    # Per order: (member, side, fees added, fills added).
+    added: dict[str, list[Any]] = {}
+    for instrument, event, executed_at, stream_seq in trades:
+        trade_id = str(event["trade_id"])
+        if trade_id in seen:
+            continue  # captured before (or listed twice): changes nothing
+        seen.add(trade_id)
+        buy_order, buyer, sell_order, seller = sides(event)
+        price, quantity = int(event["price_fen"]), int(event["quantity"])
+        amount = price * quantity
+        buyer_fee = schedule.trade_fee_fen(amount, charged.get(buy_order, 0))
+        seller_fee = schedule.trade_fee_fen(amount, charged.get(sell_order, 0))
+        for order, member, side, fee in (
+            (buy_order, buyer, "BUY", buyer_fee),
+            (sell_order, seller, "SELL", seller_fee),
+        ):
+            charged[order] = charged.get(order, 0) + fee
+            row = added.setdefault(order, [member, side, 0, 0])
+            row[2] += fee
+            row[3] += 1
+        for name, value in zip(
+            _TRADE_PARAMS,
+            (
+                trade_id,
+                instrument,
+                date.fromisoformat(event["business_date"]),
+                int(event["seq"]),
+                stream_seq,
+                price,
+                quantity,
+                buyer,
+                seller,
+                buy_order,
+                sell_order,
+                event["taker_side"],
+                buyer_fee,
+                seller_fee,
+                executed_at,
+            ),
+            strict=True,
+        ):
+            columns[name].append(value)
+    if not columns["t"]:
+        return 0
+    inserted = len((await session.execute(_INSERT_TRADES, columns)).all())
+    if inserted != len(columns["t"]):
+        # A concurrent consumer stored some of these trades between the check and the
+        # insert: roll back, the batch is retried message by message.
+        raise RuntimeError("trades captured concurrently; retrying")
+    order_ids = sorted(added)
+    await session.execute(
+        _ADD_ORDER_FEES,
+        {
+            "o": order_ids,
+            "m": [added[o][0] for o in order_ids],
+            "s": [added[o][1] for o in order_ids],
+            "f": [added[o][2] for o in order_ids],
+            "n": [added[o][3] for o in order_ids],
+        },
+    )
+    return inserted
+
+
 def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         if envelope.type != BOOK_EVENTS:
@@ -150,6 +309,25 @@ def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
     return handle
 
 
-def consumer_specs(matching_shards: int) -> list[ConsumerSpec]:
+def batch_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> BatchHandler:
+    async def handle(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        await capture_batch(session, envelopes, schedule)
+
+    return handle
+
+
+#: Deliveries applied per transaction (the broker's prefetch bounds what is buffered).
+CAPTURE_BATCH = 2_000
+
+
+def consumer_specs(matching_shards: int, *, batched: bool = True) -> list[ConsumerSpec]:
     queues = {q.name: q for q in system_queues(matching_shards)}
-    return [ConsumerSpec(CONSUMER, queues["clearing.book"], book_handler())]
+    return [
+        ConsumerSpec(
+            CONSUMER,
+            queues["clearing.book"],
+            book_handler(),
+            max_batch=CAPTURE_BATCH if batched else 200,
+            batch_handler=batch_handler() if batched else None,
+        )
+    ]

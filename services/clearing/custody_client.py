@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 import httpx
+import orjson
 
 from shared.errors import ProblemError
 
@@ -41,7 +42,7 @@ class CustodyClient:
             except ValueError:
                 body = {"code": "HTTP_ERROR", "detail": response.text[:500]}
             raise CustodyRefused(response.status_code, body)
-        return response.json()
+        return orjson.loads(response.content)
 
     async def instruments(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/internal/instruments"))["items"])
@@ -53,6 +54,10 @@ class CustodyClient:
 
     async def settle(self, batch: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._call("POST", "/internal/settlement-batches", json=batch))
+
+    async def settle_netted(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The day as clearing netted it (custody checks it against its own obligations)."""
+        return dict(await self._call("POST", "/internal/clearing/settlement-batches", json=batch))
 
     async def accounts(self, as_of: date) -> list[dict[str, Any]]:
         answer = await self._call(

@@ -25,9 +25,9 @@ from services.clearing.capture import INBOX_CONSUMER
 from services.clearing.custody_client import CustodyClient, CustodyRefused
 from services.clearing.domain.bank_files import instruction_totals, write_instruction_file
 from services.clearing.domain.model import InstructionKind
-from services.clearing.domain.netting import Settlement, Withdrawal, net_settlement
+from services.clearing.domain.netting import Settlement, Withdrawal, settle_aggregates
 from services.clearing.settings import ClearingSettings
-from shared.clock import utc_now
+from shared.clock import rfc3339, utc_now
 from shared.contracts import (
     BOOK_COMMAND,
     BUSINESS_DATE_ROLLED,
@@ -237,6 +237,15 @@ class EodRunner:
                         session, "eod.failed", business_date, {"phase": phase, "error": str(exc)}
                     )
                 return
+            async with unit_of_work(self.runtime.session_factory) as session:
+                # When each phase ended (the run's phase breakdown; `at` is the commit's
+                # transaction time, so the wall clock goes in the detail).
+                await store.audit(
+                    session,
+                    "eod.phase",
+                    business_date,
+                    {"phase": phase, "ended_at": rfc3339(utc_now())},
+                )
             crash_point(f"eod_after_{phase}")
 
     async def _advance(
@@ -329,43 +338,38 @@ class EodRunner:
             await self._advance(session, business_date, "completeness")
 
     async def _net(self, business_date: date) -> None:
+        """Net the day in SQL: per member cash and fees, per member and product units."""
         async with unit_of_work(self.runtime.session_factory) as session:
-            trades = await store.trades_of_date(session, business_date)
-            fee_total = sum(t.buyer_fee_fen + t.seller_fee_fen for t in trades)
+            params = {"d": business_date}
+            await session.execute(text("SET LOCAL work_mem = '256MB'"))
+            for table in ("settlement_units", "settlement_members"):  # a resumed phase
+                await session.execute(
+                    text(f"DELETE FROM clearing.{table} WHERE business_date = :d"), params
+                )
+            await session.execute(_NET_LEGS, params)
+            await session.execute(_NET_MEMBERS, params)
+            await session.execute(_NET_UNITS, params)
+            unbalanced = (await session.execute(_UNBALANCED_UNITS, params)).scalars().all()
+            if unbalanced:
+                raise RuntimeError(f"net units do not sum to zero for {sorted(unbalanced)}")
+            count, fee_total, _ = (await session.execute(_DAY_TOTALS, params)).one()
             await self._advance(
                 session,
                 business_date,
                 "net",
-                trade_count=len(trades),
-                fee_total_fen=fee_total,
+                trade_count=int(count),
+                fee_total_fen=int(fee_total),
                 progress_done=0,
-                progress_total=len(trades),
+                progress_total=int(count),
             )
 
     async def _settle(self, business_date: date) -> None:
         async with unit_of_work(self.runtime.session_factory) as session:
-            trades = await store.trades_of_date(session, business_date)
-        batch = {
-            "batch_id": batch_id(business_date),
-            "business_date": business_date.isoformat(),
-            "trades": [
-                {
-                    "trade_id": t.trade_id,
-                    "instrument": t.instrument,
-                    "price_fen": t.price_fen,
-                    "quantity": t.quantity,
-                    "buyer_member_id": t.buyer_member_id,
-                    "seller_member_id": t.seller_member_id,
-                    "buyer_fee_fen": t.buyer_fee_fen,
-                    "seller_fee_fen": t.seller_fee_fen,
-                }
-                for t in trades
-            ],
-        }
+            batch = await netted_batch(session, business_date)
         deadline = asyncio.get_running_loop().time() + self.settings.eod_settle_timeout_seconds
         while True:
             try:
-                result = await self.custody.settle(batch)
+                result = await self.custody.settle_netted(batch)
                 break
             except CustodyRefused as exc:
                 transient = exc.code in TRANSIENT
@@ -384,8 +388,8 @@ class EodRunner:
                 business_date,
                 "settle",
                 batch_result=orjson.dumps(result).decode(),
-                progress_done=len(trades),
-                progress_total=len(trades),
+                progress_done=batch["trade_count"],
+                progress_total=batch["trade_count"],
             )
             await store.audit(
                 session,
@@ -395,13 +399,18 @@ class EodRunner:
             )
 
     async def _settlement(self, business_date: date) -> tuple[Settlement, dict[str, Any]]:
+        """The day's cash settlement (the units stay in ``clearing.settlement_units``: the
+        ``net`` phase checked that every product's units sum to zero)."""
         async with unit_of_work(self.runtime.session_factory) as session:
-            trades = await store.trades_of_date(session, business_date)
             row = await store.get_run(session, business_date)
-        assert row is not None
-        assert row.batch_result is not None
-        result: dict[str, Any] = dict(row.batch_result)
-        return settlement_from(business_date, trades, result, self.settings), result
+            assert row is not None
+            assert row.batch_result is not None
+            result: dict[str, Any] = dict(row.batch_result)
+            net, fees = await netting_rows(session, business_date)
+        settlement = settlement_from(
+            business_date, int(row.trade_count or 0), net, fees, {}, result, self.settings
+        )
+        return settlement, result
 
     async def _instructions(self, business_date: date) -> None:
         settlement, _ = await self._settlement(business_date)
@@ -449,20 +458,138 @@ class EodRunner:
             )
 
 
+#: Per (member, product): the day's purchases and sales aggregated separately (two hash
+#: aggregates over the day's trades, then a full join), with the member's cash and fees.
+_NET_LEGS = text(
+    """
+    CREATE TEMP TABLE day_legs ON COMMIT DROP AS
+    SELECT coalesce(b.m, s.m) AS member_id, coalesce(b.i, s.i) AS instrument,
+           (coalesce(b.q, 0) - coalesce(s.q, 0))::bigint AS q,
+           (coalesce(s.a, 0) - coalesce(b.a, 0))::bigint AS net,
+           (coalesce(b.f, 0) + coalesce(s.f, 0))::bigint AS fees,
+           coalesce(b.n, 0) + coalesce(s.n, 0) AS n
+    FROM (
+        SELECT buyer_member_id AS m, instrument AS i, sum(quantity) AS q,
+               sum(amount_fen) AS a, sum(buyer_fee_fen) AS f, count(*) AS n
+        FROM clearing.trades WHERE business_date = :d GROUP BY 1, 2
+    ) b
+    FULL JOIN (
+        SELECT seller_member_id AS m, instrument AS i, sum(quantity) AS q,
+               sum(amount_fen) AS a, sum(seller_fee_fen) AS f, count(*) AS n
+        FROM clearing.trades WHERE business_date = :d GROUP BY 1, 2
+    ) s ON s.m = b.m AND s.i = b.i
+    """
+)
+_NET_MEMBERS = text(
+    """
+    INSERT INTO clearing.settlement_members
+        (business_date, member_id, net_cash_fen, fees_fen, trade_count)
+    SELECT :d, member_id, sum(net), sum(fees), sum(n) FROM day_legs GROUP BY member_id
+    """
+)
+_NET_UNITS = text(
+    """
+    INSERT INTO clearing.settlement_units (business_date, member_id, instrument, net_units)
+    SELECT :d, member_id, instrument, q FROM day_legs
+    """
+)
+_UNBALANCED_UNITS = text(
+    "SELECT instrument FROM clearing.settlement_units WHERE business_date = :d "
+    "GROUP BY instrument HAVING sum(net_units) <> 0"
+)
+_DAY_TOTALS = text(
+    "SELECT count(*), coalesce(sum(buyer_fee_fen + seller_fee_fen), 0), "
+    "coalesce(sum(amount_fen), 0) FROM clearing.trades WHERE business_date = :d"
+)
+
+
+def _digest_sql(row: str) -> str:
+    """An order-independent digest of a set of rows (custody computes the same expression
+    over its own obligations: services.custody.settlement.digest_sql)."""
+    return f"coalesce(sum(('x' || substr(md5({row}), 1, 15))::bit(60)::bigint), 0)::text"
+
+
+_TRADES_DIGEST = text(
+    "SELECT "
+    + _digest_sql(
+        "concat_ws('|', trade_id, instrument, price_fen, quantity, buyer_member_id, "
+        "seller_member_id, buyer_fee_fen, seller_fee_fen)"
+    )
+    + " FROM clearing.trades WHERE business_date = :d"
+)
+_UNITS_DIGEST = text(
+    "SELECT "
+    + _digest_sql("concat_ws('|', member_id, instrument, net_units)")
+    + " FROM clearing.settlement_units WHERE business_date = :d"
+)
+
+
+async def netted_batch(session: AsyncSession, business_date: date) -> dict[str, Any]:
+    """The settlement batch custody checks against its own obligations: the day's totals,
+    per member cash and fees, and digests of the trade set and of the units."""
+    params = {"d": business_date}
+    count, fee_total, gross = (await session.execute(_DAY_TOTALS, params)).one()
+    members = [
+        {"member_id": m, "net_cash_fen": int(n), "fees_fen": int(f)}
+        for m, n, f in await session.execute(
+            text(
+                "SELECT member_id, net_cash_fen, fees_fen FROM clearing.settlement_members "
+                "WHERE business_date = :d ORDER BY member_id"
+            ),
+            params,
+        )
+    ]
+    return {
+        "batch_id": batch_id(business_date),
+        "business_date": business_date.isoformat(),
+        "trade_count": int(count),
+        "gross_amount_fen": int(gross),
+        "fee_total_fen": int(fee_total),
+        "trades_digest": (await session.execute(_TRADES_DIGEST, params)).scalar_one(),
+        "units_digest": (await session.execute(_UNITS_DIGEST, params)).scalar_one(),
+        "members": members,
+    }
+
+
+async def netting_rows(
+    session: AsyncSession, business_date: date
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The ``net`` phase's rows: net cash and fees per member."""
+    params = {"d": business_date}
+    net: dict[str, int] = {}
+    fees: dict[str, int] = {}
+    for m, n, f in await session.execute(
+        text(
+            "SELECT member_id, net_cash_fen, fees_fen FROM clearing.settlement_members "
+            "WHERE business_date = :d"
+        ),
+        params,
+    ):
+        net[m] = int(n)
+        fees[m] = int(f)
+    return net, fees
+
+
 def settlement_from(
     business_date: date,
-    trades: list[Any],
+    trade_count: int,
+    net: dict[str, int],
+    fees: dict[str, int],
+    units: dict[tuple[str, str], int],
     result: dict[str, Any],
     settings: ClearingSettings,
 ) -> Settlement:
-    """Net the day with the withdrawals custody posted, and check it against custody's result."""
+    """The day's netting with the withdrawals custody posted, checked against custody's
+    result member by member."""
     sub_accounts = {m["member_id"]: m["sub_account"] for m in result.get("members", [])}
     withdrawals = []
     for w in result.get("withdrawals", []):
         sub_accounts[w["member_id"]] = w["sub_account"]
         withdrawals.append(Withdrawal(w["withdrawal_id"], w["member_id"], parse_fen(w["amount"])))
     fee_account = (result.get("fee_account") or {}).get("sub_account") or settings.fee_sub_account
-    settlement = net_settlement(business_date, trades, withdrawals, sub_accounts, fee_account)
+    settlement = settle_aggregates(
+        business_date, trade_count, net, fees, units, withdrawals, sub_accounts, fee_account
+    )
     theirs = {
         m["member_id"]: (
             parse_fen(m["net_cash"], allow_negative=True),
@@ -500,11 +627,8 @@ def settled_message(report: dict[str, Any]) -> SettlementCompleted:
 
 
 def settlement_report(settlement: Settlement, result: dict[str, Any]) -> dict[str, Any]:
-    units: dict[str, list[dict[str, Any]]] = {}
-    for u in settlement.units:
-        units.setdefault(u.member_id, []).append(
-            {"instrument": u.instrument, "net_units": u.net_units}
-        )
+    """The stored report; the members' units are added when it is read, from
+    ``clearing.settlement_units`` (see ``store.with_units``)."""
     totals = instruction_totals(settlement.instructions)
     gross = sum(
         i.amount_fen
@@ -523,13 +647,8 @@ def settlement_report(settlement: Settlement, result: dict[str, Any]) -> dict[st
                 "fees": format_fen(m.fees_fen),
                 "net_after_fees": format_fen(m.net_after_fees_fen),
                 "withdrawals": format_fen(m.withdrawals_fen),
-                "units": units.get(m.member_id, []),
             }
             for m in settlement.members
-        ],
-        "units": [
-            {"member_id": u.member_id, "instrument": u.instrument, "net_units": u.net_units}
-            for u in settlement.units
         ],
         "fee_account": result.get("fee_account"),
         "totals": {

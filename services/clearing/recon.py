@@ -3,6 +3,7 @@ kept for audit (every load), the run's status, and completed withdrawals."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import date
 from typing import Any
@@ -94,17 +95,26 @@ async def load_statement(
             "EOD_NOT_SETTLED",
             f"business date {business_date} is not settled yet; reconcile after its EOD run",
         )
+    # Custody assembles the exchange side while the statement is parsed (in a thread):
+    # the two take about as long as each other for 100,000 sub-accounts.
+    side_task = asyncio.create_task(exchange_side(custody, business_date))
     try:
-        statement = parse_statement(content, expected_date=business_date)
+        statement = await asyncio.to_thread(parse_statement, content, business_date)
     except BankFileError as exc:
+        side_task.cancel()
+        await asyncio.gather(side_task, return_exceptions=True)
         raise ProblemError(
             422,
             "INVALID_STATEMENT",
             str(exc),
             extra={"error": exc.code, "line": exc.line},
         ) from exc
+    except BaseException:
+        side_task.cancel()
+        await asyncio.gather(side_task, return_exceptions=True)
+        raise
     try:
-        side = await exchange_side(custody, business_date)
+        side = await side_task
     except CustodyRefused as exc:
         raise ProblemError(
             502, "CUSTODY_REFUSED", f"custody could not give the exchange side: {exc}"

@@ -73,7 +73,9 @@ async def get_eod(business_date: date, session: Session) -> dict[str, Any]:
     return store.run_view(row)
 
 
-async def _report(session: AsyncSession, business_date: date) -> dict[str, Any]:
+async def _report(
+    session: AsyncSession, business_date: date, member_id: str | None = None
+) -> dict[str, Any]:
     row = await store.get_run(session, business_date)
     if row is None or row.report is None:
         raise ProblemError(
@@ -81,6 +83,8 @@ async def _report(session: AsyncSession, business_date: date) -> dict[str, Any]:
         )
     report: dict[str, Any] = dict(row.report)
     report["status"] = row.status
+    if "units" not in report:  # stored without them: from clearing.settlement_units
+        report = await store.with_units(session, business_date, report, member_id)
     return report
 
 
@@ -160,7 +164,7 @@ async def member_statements(
         )
     items = []
     for d in dates:
-        statement = await _statement(session, member_id, d, await _report(session, d))
+        statement = await _statement(session, member_id, d, await _report(session, d, member_id))
         if statement is not None:
             items.append(statement)
     return {"member_id": member_id, "items": items, "next_cursor": None}

@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.clearing.domain.netting import Trade
 from shared.clock import rfc3339
 from shared.money import format_fen
 
@@ -62,18 +61,6 @@ def run_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def trades_of_date(session: AsyncSession, business_date: date) -> list[Trade]:
-    result = await session.execute(
-        text(
-            "SELECT trade_id, instrument, price_fen, quantity, amount_fen, buyer_member_id, "
-            "seller_member_id, buyer_fee_fen, seller_fee_fen FROM clearing.trades "
-            "WHERE business_date = :d ORDER BY trade_id"
-        ),
-        {"d": business_date},
-    )
-    return [Trade(*row) for row in result.tuples()]
-
-
 def trade_view(row: Row[Any]) -> dict[str, Any]:
     return {
         "trade_id": row.trade_id,
@@ -92,3 +79,26 @@ def trade_view(row: Row[Any]) -> dict[str, Any]:
         "seller_fee": format_fen(row.seller_fee_fen),
         "executed_at": rfc3339(row.executed_at),
     }
+
+
+async def with_units(
+    session: AsyncSession, business_date: date, report: dict[str, Any], member_id: str | None = None
+) -> dict[str, Any]:
+    """The settlement report with each member's net units per product (``members[].units``
+    and ``units``), read from ``clearing.settlement_units``; only one member's with
+    ``member_id``."""
+    sql = (
+        "SELECT member_id, instrument, net_units FROM clearing.settlement_units "
+        "WHERE business_date = :d"
+    )
+    params: dict[str, Any] = {"d": business_date}
+    if member_id is not None:
+        sql += " AND member_id = :m"
+        params["m"] = member_id
+    rows = (await session.execute(text(sql + " ORDER BY member_id, instrument"), params)).all()
+    per_member: dict[str, list[dict[str, Any]]] = {}
+    for m, i, q in rows:
+        per_member.setdefault(m, []).append({"instrument": i, "net_units": int(q)})
+    members = [{**m, "units": per_member.get(m["member_id"], [])} for m in report["members"]]
+    units = [{"member_id": m, "instrument": i, "net_units": int(q)} for m, i, q in rows]
+    return {**report, "members": members, "units": units}

@@ -1,5 +1,6 @@
-"""Read-only routes for clearing: product listing dates and the cash movements of a date,
-answered from custody's existing tables (the journal). Nothing here changes the ledger."""
+"""Routes for clearing: product listing dates and the cash movements of a date (read-only,
+from custody's existing tables), and the netted settlement batch (a day's settlement sent as
+clearing's per-member netting, checked against custody's own obligations)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from services.custody import settlement
 from services.custody.routes import Session, Settings
+from services.custody.schemas import NettedBatchRequest
 from shared.money import format_fen
 
 router = APIRouter(prefix="/internal/clearing", tags=["internal"])
@@ -63,3 +67,9 @@ async def cash_movements(
             }
         )
     return {"business_date": business_date.isoformat(), "items": items}
+
+
+@router.post("/settlement-batches")
+async def settle_netted(body: NettedBatchRequest, session: Session, settings: Settings) -> Response:
+    result, applied = await settlement.apply_netted_batch(session, body, settings)
+    return JSONResponse(result, status_code=201 if applied else 200)

@@ -77,6 +77,30 @@ class BatchTrade(_Body):
     seller_fee_fen: int
 
 
+class NettedMember(_Body):
+    member_id: str = Field(min_length=1, max_length=64)
+    #: Sales − purchases before fees (signed), and the member's fees.
+    net_cash_fen: int
+    fees_fen: int = Field(ge=0)
+
+
+class NettedBatchRequest(_Body):
+    """A day's settlement as clearing netted it: custody checks it against the same
+    aggregates of its own obligations (see services.custody.settlement)."""
+
+    batch_id: str = Field(min_length=1, max_length=128)
+    business_date: date
+    trade_count: int = Field(ge=0)
+    gross_amount_fen: int = Field(ge=0)
+    fee_total_fen: int = Field(ge=0)
+    #: Order-independent digests (decimal text) of the trade set and of the per member
+    #: and product net units.
+    trades_digest: str = Field(max_length=64)
+    units_digest: str = Field(max_length=64)
+    members: list[NettedMember]
+    withdrawal_ids: list[str] | None = None
+
+
 class SettlementBatchRequest(_Body):
     batch_id: str = Field(min_length=1, max_length=128)
     business_date: date

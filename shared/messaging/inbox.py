@@ -38,6 +38,8 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 #: after the last handler (to write back what they changed in one statement).
 BatchBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 BatchEnd = Callable[[AsyncSession], Awaitable[None]]
+#: Optional: applies every new envelope of a delivery batch at once (set-based), in order.
+BatchHandler = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 #: One AMQP message and the envelopes it carried (one, or a bundle).
 Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
@@ -246,6 +248,7 @@ class InboxConsumer:
         max_batch: int = 200,
         batch_begin: BatchBegin | None = None,
         batch_end: BatchEnd | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
@@ -254,6 +257,7 @@ class InboxConsumer:
         self._handler = handler
         self._batch_begin = batch_begin
         self._batch_end = batch_end
+        self._batch_handler = batch_handler
         self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=name)
 
     async def start(self, broker: Broker) -> None:
@@ -314,20 +318,26 @@ class InboxConsumer:
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
-            if self._batch_begin is not None:
-                await self._batch_begin(session, [e for _, es in groups for e in es])
             everything = [e for _, envelopes in groups for e in envelopes]
-            fresh = await self.inbox.record_many(session, everything)
-            for envelope, is_fresh in zip(everything, fresh, strict=True):
-                if not is_fresh:
-                    duplicates += 1
-                    continue
-                token = correlation_id_var.set(envelope.correlation_id)
-                try:
-                    await self._handler(session, envelope)
-                    applied += 1
-                finally:
-                    correlation_id_var.reset(token)
+            if self._batch_begin is not None:
+                await self._batch_begin(session, everything)
+            flags = await self.inbox.record_many(session, everything)
+            if self._batch_handler is not None:
+                fresh = [e for e, is_fresh in zip(everything, flags, strict=True) if is_fresh]
+                if fresh:
+                    await self._batch_handler(session, fresh)
+                applied, duplicates = len(fresh), len(everything) - len(fresh)
+            else:
+                for envelope, is_fresh in zip(everything, flags, strict=True):
+                    if not is_fresh:
+                        duplicates += 1
+                        continue
+                    token = correlation_id_var.set(envelope.correlation_id)
+                    try:
+                        await self._handler(session, envelope)
+                        applied += 1
+                    finally:
+                        correlation_id_var.reset(token)
             if self._batch_end is not None:
                 await self._batch_end(session)
         crash_point("consumer_after_commit")

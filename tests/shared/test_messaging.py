@@ -382,6 +382,34 @@ async def test_outbox_rows_carry_their_allocated_sequence_in_body_and_column(
         assert stored.payload == {"n": envelope.payload["n"], **tricky}
 
 
+async def test_inbox_records_many_at_once_with_the_same_positions(
+    msg_engine: AsyncEngine,
+) -> None:
+    inbox = Inbox(SCHEMA, "gapcheck-many")
+    factory = make_session_factory(msg_engine)
+
+    def envelope(stream: str, sequence: int) -> Envelope:
+        return Envelope(str(uuid7()), "t", "p", stream, sequence, {})
+
+    first = [envelope("book-A", s) for s in (1, 2, 4, 5)] + [envelope("book-B", 2)]
+    async with factory() as session, session.begin():
+        flags = await inbox.record_many(session, [*first, first[1]])  # one listed twice
+        assert flags == [True] * len(first) + [False]
+    async with factory() as session:
+        gaps = await inbox.gaps(session)
+        assert [(g.stream, g.contiguous_upto, g.highest_seen) for g in gaps] == [
+            ("book-A", 2, 5),
+            ("book-B", 0, 2),
+        ]
+    late = [envelope("book-A", 3), envelope("book-B", 1)]
+    async with factory() as session, session.begin():
+        assert await inbox.record_many(session, [first[0], *late]) == [False, True, True]
+    async with factory() as session:
+        assert await inbox.gaps(session) == []
+        assert await inbox.position(session, "book-A") == 5
+        assert await inbox.position(session, "book-B") == 2
+
+
 def test_crash_points_are_inert_unless_named() -> None:
     # The harness relies on this variable; the test process itself must never crash.
     assert os.environ.get("EXCHANGE_CRASH_AT") is None

@@ -10,6 +10,7 @@ newline, since banks produce those; nothing else is forgiven.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ TOTAL_MARKER = "#TOTAL"
 _DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _SEQ_RE = re.compile(r"^[1-9][0-9]*$")
 _FORBIDDEN = re.compile(r"[,\"\r\n]")
+_AMOUNT_RE = re.compile(r"-?[0-9]+\.[0-9]{2}")
 
 
 class BankFileError(ValueError):
@@ -87,19 +89,30 @@ def _split(line: str, n: int, line_no: int) -> list[str]:
     return fields
 
 
-def _date(text: str, line_no: int) -> date:
+@functools.lru_cache(maxsize=64)
+def _iso_date(text: str) -> date | None:
+    """A strict YYYY-MM-DD date, or None (cached: every row of a file has the same date)."""
     if not _DATE_RE.match(text):
-        raise BankFileError("BAD_DATE", f"{text!r} is not a YYYY-MM-DD date", line_no)
+        return None
     try:
         return date.fromisoformat(text)
-    except ValueError as exc:
-        raise BankFileError("BAD_DATE", f"{text!r} is not a valid date", line_no) from exc
+    except ValueError:
+        return None
+
+
+def _date(text: str, line_no: int) -> date:
+    parsed = _iso_date(text)
+    if parsed is None:
+        if not _DATE_RE.match(text):
+            raise BankFileError("BAD_DATE", f"{text!r} is not a YYYY-MM-DD date", line_no)
+        raise BankFileError("BAD_DATE", f"{text!r} is not a valid date", line_no)
+    return parsed
 
 
 def _amount(
     text: str, line_no: int, *, allow_negative: bool = False, positive: bool = False
 ) -> int:
-    if not re.fullmatch(r"-?[0-9]+\.[0-9]{2}", text):
+    if not _AMOUNT_RE.fullmatch(text):
         raise BankFileError("BAD_AMOUNT", f"{text!r} is not an amount with two decimals", line_no)
     try:
         fen = parse_fen(text, allow_negative=allow_negative)

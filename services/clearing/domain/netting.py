@@ -135,11 +135,9 @@ def net_settlement(
     that traded or withdrew must be in it.
     """
     trade_list = list(trades)
-    withdrawal_list = sorted(withdrawals, key=lambda w: w.withdrawal_id)
     seen_trades: set[str] = set()
     net: dict[str, int] = {}
     fees: dict[str, int] = {}
-    drawn: dict[str, int] = {}
     units: dict[tuple[str, str], int] = {}
     for trade in trade_list:
         if trade.trade_id in seen_trades:
@@ -154,6 +152,33 @@ def net_settlement(
         units[(seller, trade.instrument)] = (
             units.get((seller, trade.instrument), 0) - trade.quantity
         )
+    return settle_aggregates(
+        business_date,
+        len(trade_list),
+        net,
+        fees,
+        units,
+        withdrawals,
+        sub_accounts,
+        fee_sub_account,
+    )
+
+
+def settle_aggregates(
+    business_date: date,
+    trade_count: int,
+    net: Mapping[str, int],
+    fees: Mapping[str, int],
+    units: Mapping[tuple[str, str], int],
+    withdrawals: Iterable[Withdrawal],
+    sub_accounts: Mapping[str, str],
+    fee_sub_account: str,
+) -> Settlement:
+    """The settlement of a day already aggregated per member (net cash, fees) and per
+    (member, product) (net units), e.g. by the database; :func:`net_settlement` aggregates
+    trades and calls this. Every member with a fees entry must have a net entry."""
+    withdrawal_list = sorted(withdrawals, key=lambda w: w.withdrawal_id)
+    drawn: dict[str, int] = {}
     seen_withdrawals: set[str] = set()
     for withdrawal in withdrawal_list:
         if withdrawal.withdrawal_id in seen_withdrawals:
@@ -241,7 +266,7 @@ def net_settlement(
     )
     settlement = Settlement(
         business_date=business_date,
-        trade_count=len(trade_list),
+        trade_count=trade_count,
         members=members,
         units=tuple(
             MemberUnits(member_id=m, instrument=i, net_units=q)
