@@ -5,6 +5,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -94,6 +95,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             ProblemError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
         )
 
+    async def on_pool_timeout(_: Request, exc: Exception) -> Response:
+        # Every database connection of this process is busy: overload, not a fault; the
+        # request changed nothing and may be retried.
+        return problem_response(
+            ProblemError(
+                503,
+                "SERVICE_UNAVAILABLE",
+                "the service is overloaded; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        )
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(PoolTimeoutError, on_pool_timeout)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
