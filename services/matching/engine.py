@@ -82,9 +82,12 @@ class ShardEngine:
         code = command["instrument"]
         if code in self.books:
             return []  # listing is idempotent: the book already exists
+        # The book opens on its listing date. A ``list`` that reaches the shard after a
+        # ``roll`` (they come on two outbox streams: custody's and clearing's) finds the shard
+        # already past that date: the book then rolls forward at once, reporting DayRolled
+        # for every day it missed, so that the end-of-day completeness check (every product
+        # listed on or before D reports D -> D+1) never waits for it.
         business_date = datetime.date.fromisoformat(command["business_date"])
-        if self.business_date is not None and self.business_date > business_date:
-            business_date = self.business_date
         book = OrderBook(
             code,
             command["tick_fen"],
@@ -98,7 +101,11 @@ class ShardEngine:
         self.books[code] = book
         self.stats[code] = MarketStats(command.get("reference_price_fen", command["band_low_fen"]))
         self.published[code] = 0
-        return []
+        outputs: list[BookOutput] = []
+        while self.business_date is not None and book.business_date < self.business_date:
+            following = book.business_date + datetime.timedelta(days=1)
+            outputs.append(self._output(code, book.roll_day(following), executed_at))
+        return outputs
 
     def _roll(self, business_date: datetime.date, executed_at: str) -> list[BookOutput]:
         if self.business_date is None or business_date > self.business_date:

@@ -427,6 +427,71 @@ async def test_trades_after_the_roll_and_day_expiry(stack: Stack, engine: AsyncE
     await wait_until(custody_follows, message="custody's business date follows clearing's")
 
 
+async def test_product_listed_while_the_roll_is_in_flight(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    """Custody lists a product on D while the shards already rolled to D+1 (its ``list``
+    reaches the shard after clearing's ``roll``: two outbox streams). The book still reports
+    its DayRolled D→D+1, so the run's completeness check does not wait for it forever."""
+    ex = stack.exchange
+    existing = await ex.product()
+    d = await ex.business_date()
+
+    async def custody_at_d() -> bool:
+        return await custody_business_date(engine) == d
+
+    await wait_until(custody_at_d, message="custody's business date is D")
+    async with httpx.AsyncClient(base_url=stack.matching.url, timeout=10) as matching:
+
+        async def book_date(code: str) -> str | None:
+            response = await matching.get(f"/internal/books/{code}/ticker")
+            return str(response.json()["business_date"]) if response.status_code == 200 else None
+
+        async def existing_listed() -> bool:
+            return await book_date(existing) == d.isoformat()
+
+        await wait_until(existing_listed, message="the existing book listed on D")
+        # Custody's roll is held back (its consumer waits on this row lock) so that custody
+        # still lists on D after the shards rolled.
+        async with engine.connect() as lock:
+            transaction = await lock.begin()
+            await lock.execute(text("SELECT 1 FROM custody.business_day WHERE id = 1 FOR UPDATE"))
+            response = await ex.clearing.post(
+                "/internal/eod", json={"business_date": d.isoformat()}
+            )
+            assert response.status_code == 202, response.text
+            following = (d + timedelta(days=1)).isoformat()
+
+            async def shard_rolled() -> bool:
+                return await book_date(existing) == following
+
+            await wait_until(shard_rolled, message="the shard's roll")
+            late = await ex.product()
+            listings = (await ex.custody.get("/internal/clearing/listings")).json()["items"]
+            assert {i["instrument"]: i["listed_on"] for i in listings}[late] == d.isoformat()
+
+            async def late_listed() -> bool:
+                return await book_date(late) is not None
+
+            await wait_until(late_listed, message="the late product's book")
+            await transaction.rollback()
+        run = await ex.wait_settled(d)
+        assert run["status"] == "settled"
+        assert await book_date(late) == following
+    async with engine.connect() as conn:
+        rolled = (
+            await conn.execute(
+                text(
+                    "SELECT business_date FROM clearing.day_rolls "
+                    "WHERE instrument = :i AND previous_date = :d"
+                ),
+                {"i": late, "d": d},
+            )
+        ).scalar_one()
+    assert rolled == d + timedelta(days=1)
+    await ledger_verified(engine)
+
+
 @pytest.mark.slow
 async def test_killed_clearing_resumes_and_settles_once(stack: Stack, engine: AsyncEngine) -> None:
     ex = stack.exchange
