@@ -98,8 +98,14 @@ async def test_orders_match_and_market_data_follows(
             await publish_all(broker, [command_envelope(c) for c in commands])
             seen: list[Envelope] = []
 
+            # The tap may also carry other books' events: the shared test database's shards
+            # can hold commands earlier suites left behind, which this service now applies.
             async def traded() -> bool:
-                seen.extend(await drain(broker_namespace, EVENTS_TAP))
+                seen.extend(
+                    env
+                    for env in await drain(broker_namespace, EVENTS_TAP)
+                    if env.payload.get("instrument") == code
+                )
                 return any(e["type"] == "Trade" for env in seen for e in env.payload["events"])
 
             await wait_until(traded, message="a trade event")
