@@ -1,19 +1,24 @@
-"""`exchange`: the one command operators run by hand."""
+"""`exchange`: the one command operators run by hand.
+
+Each command imports what it needs when it runs: the staff commands that only call a
+service over HTTP (``eod run``, ``recon load``) then start without loading SQLAlchemy,
+Alembic or the services' code.
+"""
+
+from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from banksim.cli import app as bank_simulator_app
-from exchange_cli import demo as demo_market
-from exchange_cli import infra
-from exchange_cli.supervisor import run_services
 from services.clearing.cli import eod_app, recon_app
 from services.custody.cli import app as ledger_app
-from services.gateway.settings import GatewaySettings
-from shared.config import CommonSettings
-from shared.migrations import ensure_database, upgrade_all
+
+if TYPE_CHECKING:
+    from shared.config import CommonSettings
 
 app = typer.Typer(
     help="Operate the exchange: run it, migrate it, settle and reconcile.", no_args_is_help=True
@@ -37,6 +42,8 @@ console = Console(highlight=False)
 
 
 def _ensure_infra(settings: CommonSettings) -> None:
+    from exchange_cli import infra
+
     problems = infra.ensure(
         infra.dependencies(settings.database_url, settings.amqp_url), log=console.print
     )
@@ -49,6 +56,8 @@ def _ensure_infra(settings: CommonSettings) -> None:
 @infra_app.command("ensure")
 def infra_ensure() -> None:
     """Make sure PostgreSQL and RabbitMQ answer, starting the local ones if they are down."""
+    from shared.config import CommonSettings
+
     settings = CommonSettings()
     _ensure_infra(settings)
     console.print("PostgreSQL and RabbitMQ are reachable")
@@ -57,6 +66,9 @@ def infra_ensure() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Create the database if needed and bring every service's schema up to date."""
+    from shared.config import CommonSettings
+    from shared.migrations import ensure_database, upgrade_all
+
     settings = CommonSettings()
     created = asyncio.run(ensure_database(settings.database_url))
     upgrade_all(settings.database_url)
@@ -73,6 +85,11 @@ def run(
     """Start the whole system in the foreground: check infrastructure, migrate, run all four
     services, seed the demo market, and print the URLs and credentials. Ctrl-C stops
     everything."""
+    from exchange_cli import demo as demo_market
+    from exchange_cli.supervisor import run_services
+    from services.gateway.settings import GatewaySettings
+    from shared.migrations import upgrade_all
+
     settings = GatewaySettings()
     _ensure_infra(settings)
     upgrade_all(settings.database_url)
@@ -97,6 +114,9 @@ app.add_typer(demo_app, name="demo")
 @demo_app.command("seed")
 def demo_seed() -> None:
     """Seed the demo market through the public API of a running gateway."""
+    from exchange_cli import demo as demo_market
+    from services.gateway.settings import GatewaySettings
+
     settings = GatewaySettings()
     state = demo_market.seed(settings.url_of("gateway"), settings.admin_token, console)
     demo_market.print_credentials(console, state, settings.admin_token)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.clearing.eod import PHASES
+from services.clearing.phases import PHASES
 from shared.config import CommonSettings
 
 eod_app = typer.Typer(help="End-of-day settlement (日终清算).", no_args_is_help=True)

@@ -26,6 +26,7 @@ from services.clearing.custody_client import CustodyClient, CustodyRefused
 from services.clearing.domain.bank_files import instruction_totals, write_instruction_file
 from services.clearing.domain.model import InstructionKind
 from services.clearing.domain.netting import Settlement, Withdrawal, settle_aggregates
+from services.clearing.phases import DONE, PHASES
 from services.clearing.settings import ClearingSettings
 from shared.clock import rfc3339, utc_now
 from shared.contracts import (
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Phases in order; ``phase`` of a run is the one it is working on ("done" at the end).
-PHASES = ("roll", "completeness", "net", "settle", "instructions", "report")
-DONE = "done"
 #: Custody refusals that clear by themselves: the roll has not reached custody yet, or
 #: custody has not yet applied every trade of the day.
 TRANSIENT = {"BUSINESS_DATE_OPEN", "SETTLEMENT_MISMATCH"}

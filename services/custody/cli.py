@@ -1,14 +1,16 @@
 """`exchange ledger ...`: operator commands on the custody ledger."""
 
+from __future__ import annotations
+
 import asyncio
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.custody.settings import CustodySettings
-from services.custody.verify import Check, run_checks
-from shared.db import make_engine
+if TYPE_CHECKING:
+    from services.custody.verify import Check
 
 app = typer.Typer(
     help="The custody ledger: verify the journal and its invariants.", no_args_is_help=True
@@ -16,6 +18,10 @@ app = typer.Typer(
 
 
 async def _verify(database_url: str) -> list[Check]:
+    # Imported here: the other `exchange` commands start without SQLAlchemy.
+    from services.custody.verify import run_checks
+    from shared.db import make_engine
+
     engine = make_engine(database_url, pool_size=1, application_name="ledger-verify")
     try:
         return await run_checks(engine)
@@ -26,6 +32,8 @@ async def _verify(database_url: str) -> list[Check]:
 @app.command("verify")
 def verify() -> None:
     """Check the journal's hash chain and every ledger invariant; exit 1 naming what failed."""
+    from services.custody.settings import CustodySettings
+
     settings = CustodySettings()
     results = asyncio.run(_verify(settings.database_url))
     console = Console(highlight=False, width=160)
