@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.custody import ledger, messages, orders
+from services.custody import book_events, ledger, messages, orders
 from services.custody.settings import CustodySettings
 from shared.contracts import (
     BOOK_EVENTS,
@@ -28,7 +28,7 @@ from shared.contracts import (
 )
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.messaging.envelope import Envelope
-from shared.messaging.inbox import Handler
+from shared.messaging.inbox import BatchHandler, Handler
 from shared.runtime import ConsumerSpec
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,31 @@ async def end_command_batch(session: AsyncSession) -> None:
 
 async def lock_book_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
     payloads = [e.payload for e in envelopes if e.type == BOOK_EVENTS]
-    await orders.lock_accounts_of_book_events(session, payloads)
+    await book_events.lock_accounts_of_book_events(session, payloads)
+
+
+def book_batch_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> BatchHandler:
+    """The fresh messages of a delivery batch, applied together (one statement per kind of
+    change); book commands never reach this queue, and anything else is not ours."""
+
+    async def handle(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        batch = [
+            (e.payload["instrument"], e.payload["events"])
+            for e in envelopes
+            if e.type == BOOK_EVENTS
+        ]
+        if batch:
+            await book_events.apply_book_messages(session, batch, schedule)
+
+    return handle
 
 
 def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
+    """One message alone (the same code as a batch of one)."""
+    apply_batch = book_batch_handler(schedule)
+
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
-        if envelope.type != BOOK_EVENTS:
-            return  # book commands never reach this queue; anything else is not ours
-        payload = envelope.payload
-        await orders.apply_book_events(session, payload["instrument"], payload["events"], schedule)
+        await apply_batch(session, [envelope])
 
     return handle
 
@@ -93,5 +109,11 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
             batch_begin=begin_command_batch,
             batch_end=end_command_batch,
         ),
-        ConsumerSpec("book", queues["custody.book"], book_handler(), batch_begin=lock_book_batch),
+        ConsumerSpec(
+            "book",
+            queues["custody.book"],
+            book_handler(),
+            batch_begin=lock_book_batch,
+            batch_handler=book_batch_handler(),
+        ),
     ]

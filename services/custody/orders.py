@@ -4,32 +4,23 @@ book's events turned into settlement obligations and releases on the way back.""
 from __future__ import annotations
 
 import logging
-from datetime import date
-from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.custody import ledger, messages, registry, repository
+from services.custody import messages, registry, repository
 from services.custody.domain.eligibility import (
     MemberFacts,
     ProductFacts,
     holder_cap_allows,
     order_reject_reason,
 )
-from services.custody.domain.products import STATES
-from services.custody.domain.reservations import apply_fill, required_hold
-from services.custody.domain.settlement import Delta
+from services.custody.domain.reservations import required_hold
 from shared.clock import utc_now
 from shared.contracts import BookCommand, OrderAmend, OrderCancel, OrderSubmit
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 
 log = logging.getLogger(__name__)
-
-
-class BookDivergence(RuntimeError):
-    """A book event custody cannot apply (an order or trade it never saw): the message is
-    retried and then dead-lettered for staff rather than guessed at."""
 
 
 # --- order.submit: checks and the reservation ------------------------------------------
@@ -284,212 +275,6 @@ async def control(session: AsyncSession, code: str, action: str, shards: int) ->
     await messages.to_shard(session, BookCommand(command=action, instrument=code), shards)  # type: ignore[typeddict-item]
 
 
-# --- the book's events -------------------------------------------------------------------
-
-
-async def _reservation(session: AsyncSession, order_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            text("SELECT * FROM custody.reservations WHERE order_id = :o FOR UPDATE"),
-            {"o": order_id},
-        )
-    ).first()
-
-
-async def _release(
-    session: AsyncSession, order_id: str, reason: str, *, close: bool
-) -> Row[Any] | None:
-    res = await _reservation(session, order_id)
-    if res is None or res.status != "open":
-        return res
-    if res.held:
-        await ledger.apply_deltas(session, {res.account_id: Delta(held=-res.held)})
-    await session.execute(
-        text(
-            """
-            UPDATE custody.reservations SET held = 0,
-                status = CASE WHEN :close THEN 'closed' ELSE status END,
-                close_reason = CASE WHEN :close THEN :reason ELSE close_reason END
-            WHERE order_id = :o
-            """
-        ),
-        {"o": order_id, "close": close, "reason": reason},
-    )
-    return res
-
-
-async def _trade(
-    session: AsyncSession, code: str, event: dict[str, Any], schedule: FeeSchedule
-) -> list[str]:
-    """Turn one trade into obligations; returns products whose holder count changed."""
-    if event["taker_side"] == "BUY":
-        buy_id, sell_id = event["taker_order_id"], event["maker_order_id"]
-    else:
-        buy_id, sell_id = event["maker_order_id"], event["taker_order_id"]
-    exists = (
-        await session.execute(
-            text("SELECT 1 FROM custody.trades WHERE trade_id = :t"), {"t": event["trade_id"]}
-        )
-    ).first()
-    if exists is not None:
-        return []
-    buy = await _reservation(session, buy_id)
-    sell = await _reservation(session, sell_id)
-    if buy is None or sell is None or buy.side != "BUY" or sell.side != "SELL":
-        raise BookDivergence(f"trade {event['trade_id']}: orders unknown to custody")
-    price, quantity = int(event["price_fen"]), int(event["quantity"])
-    amount = price * quantity
-    b = apply_fill(
-        "BUY", buy.price_fen, buy.remaining, buy.fees_charged, buy.held, price, quantity, schedule
-    )
-    s = apply_fill(
-        "SELL",
-        sell.price_fen,
-        sell.remaining,
-        sell.fees_charged,
-        sell.held,
-        price,
-        quantity,
-        schedule,
-    )
-    business_date = date.fromisoformat(event["business_date"])
-    settled_already = (
-        await session.execute(
-            text("SELECT 1 FROM custody.settlement_batches WHERE business_date = :d"),
-            {"d": business_date},
-        )
-    ).first()
-    if settled_already is not None:
-        raise BookDivergence(f"trade {event['trade_id']} is dated {business_date}, already settled")
-    ids = await ledger.ensure_accounts(
-        session,
-        [
-            ("member", buy.member_id, "CNY"),
-            ("member", sell.member_id, "CNY"),
-            ("member", buy.member_id, code),
-            ("member", sell.member_id, code),
-            ledger.FEE_ACCOUNT_KEY,
-        ],
-    )
-    deltas: dict[int, Delta] = {}
-
-    def add(account: int, **changes: int) -> None:
-        d = deltas.setdefault(account, Delta())
-        for name, value in changes.items():
-            setattr(d, name, getattr(d, name) + value)
-
-    add(buy.account_id, held=-(b.committed + b.released), pending_out=b.committed)
-    add(sell.account_id, held=-(s.committed + s.released), pending_out=s.committed)
-    add(ids[("member", sell.member_id, "CNY")], pending_in=amount - s.fee_fen)
-    add(ids[("member", buy.member_id, code)], pending_in=quantity)
-    if b.fee_fen + s.fee_fen:
-        add(ids[ledger.FEE_ACCOUNT_KEY], pending_in=b.fee_fen + s.fee_fen)
-    await ledger.lock_accounts(session, deltas)
-    await ledger.apply_deltas(session, deltas)
-    await session.execute(
-        text(
-            """
-            UPDATE custody.reservations r SET remaining = v.remaining, fees_charged = v.fees,
-                held = v.held
-            FROM (VALUES (CAST(:b AS text), CAST(:br AS bigint), CAST(:bf AS bigint), CAST(:bh AS bigint)),
-                         (:s, :sr, :sf, :sh)) AS v(order_id, remaining, fees, held)
-            WHERE r.order_id = v.order_id
-            """
-        ),
-        {
-            "b": buy_id,
-            "br": b.new_remaining,
-            "bf": b.new_fees_charged_fen,
-            "bh": b.new_held,
-            "s": sell_id,
-            "sr": s.new_remaining,
-            "sf": s.new_fees_charged_fen,
-            "sh": s.new_held,
-        },
-    )
-    await session.execute(
-        text(
-            """
-            INSERT INTO custody.trades (trade_id, instrument, business_date, price_fen, quantity,
-                buyer_member_id, seller_member_id, buyer_order_id, seller_order_id,
-                buyer_fee_fen, seller_fee_fen, created_at)
-            VALUES (:t, :c, :d, :p, :q, :bm, :sm, :bo, :so, :bf, :sf, :now)
-            """
-        ),
-        {
-            "t": event["trade_id"],
-            "c": code,
-            "d": business_date,
-            "p": price,
-            "q": quantity,
-            "bm": buy.member_id,
-            "sm": sell.member_id,
-            "bo": buy_id,
-            "so": sell_id,
-            "bf": b.fee_fen,
-            "sf": s.fee_fen,
-            "now": utc_now(),
-        },
-    )
-    return await ledger.refresh_holder_counts(session, [code])
-
-
-async def _amended(session: AsyncSession, event: dict[str, Any], schedule: FeeSchedule) -> None:
-    res = await _reservation(session, event["order_id"])
-    if res is None or res.status != "open":
-        return
-    remaining = int(event["remaining_quantity"])
-    new_held = required_hold(res.side, res.price_fen, remaining, res.fees_charged, schedule)
-    release = res.held - new_held
-    if release < 0:
-        raise BookDivergence(f"amend of {res.order_id} would need more than is reserved")
-    if release:
-        await ledger.apply_deltas(session, {res.account_id: Delta(held=-release)})
-    await session.execute(
-        text("UPDATE custody.reservations SET remaining = :r, held = :h WHERE order_id = :o"),
-        {"r": remaining, "h": new_held, "o": res.order_id},
-    )
-
-
-async def apply_book_events(
-    session: AsyncSession,
-    instrument: str,
-    events: list[dict[str, Any]],
-    schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
-) -> None:
-    changed: list[str] = []
-    for event in events:
-        kind = event.get("type")
-        if kind == "Trade":
-            changed += await _trade(session, instrument, event, schedule)
-        elif kind == "OrderFilled":
-            if (
-                event.get("status", "").upper() == "FILLED"
-                or int(event.get("remaining_quantity", 1)) == 0
-            ):
-                await _release(session, event["order_id"], "FILLED", close=True)
-        elif kind == "OrderCancelled":
-            await _release(
-                session, event["order_id"], str(event.get("reason", "CANCELLED")), close=True
-            )
-        elif kind == "OrderExpired":
-            await _release(session, event["order_id"], "EXPIRED", close=True)
-        elif kind == "OrderRejected":
-            res = await _release(session, event["order_id"], str(event.get("reason")), close=True)
-            if res is not None and res.status == "open":
-                await messages.order_rejected(
-                    session, res.order_id, res.member_id, instrument, str(event.get("reason"))
-                )
-        elif kind == "OrderAmended":
-            await _amended(session, event, schedule)
-        elif kind == "BookStateChanged":
-            state = str(event["state"]).lower()
-            if state in STATES and await registry.set_state(session, instrument, state):
-                changed.append(instrument)
-    if changed:
-        await messages.instrument_updated(session, changed)
-
-
 # --- lock order across a batch -------------------------------------------------------------
 #
 # The inbox applies a batch of messages in one transaction, so a batch of reservations
@@ -508,19 +293,6 @@ _LOCK_SUBMIT_ACCOUNTS = text(
     """
 )
 
-_LOCK_BOOK_ACCOUNTS = text(
-    """
-    SELECT a.id FROM custody.accounts a
-    WHERE (a.owner_kind = 'member'
-           AND a.owner_id IN (SELECT r.member_id FROM custody.reservations r
-                              WHERE r.order_id = ANY(CAST(:orders AS text[])))
-           AND (a.asset = 'CNY' OR a.asset = ANY(CAST(:instruments AS text[]))))
-       OR (CAST(:trades AS boolean) AND a.owner_kind = 'fee')
-    ORDER BY a.id
-    FOR UPDATE OF a
-    """
-)
-
 
 async def lock_accounts_of_submits(session: AsyncSession, submits: list[OrderSubmit]) -> None:
     """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
@@ -531,28 +303,4 @@ async def lock_accounts_of_submits(session: AsyncSession, submits: list[OrderSub
         await session.execute(
             _LOCK_SUBMIT_ACCOUNTS,
             {"members": [k[0] for k in keys], "assets": [k[1] for k in keys]},
-        )
-
-
-async def lock_accounts_of_book_events(
-    session: AsyncSession, payloads: list[dict[str, Any]]
-) -> None:
-    """Lock every account a batch of book events may move (the cash and units accounts
-    of the members whose orders they name, and the fee account if any trade), in id order."""
-    order_ids: set[str] = set()
-    instruments: set[str] = set()
-    trades = False
-    for payload in payloads:
-        instruments.add(str(payload.get("instrument")))
-        for event in payload.get("events", []):
-            if not isinstance(event, dict):
-                continue
-            trades = trades or event.get("type") == "Trade"
-            for key in ("order_id", "maker_order_id", "taker_order_id"):
-                if isinstance(event.get(key), str):
-                    order_ids.add(event[key])
-    if order_ids:
-        await session.execute(
-            _LOCK_BOOK_ACCOUNTS,
-            {"orders": sorted(order_ids), "instruments": sorted(instruments), "trades": trades},
         )

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.custody import cash, orders, registry, repository, views
+from services.custody import book_events, cash, orders, registry, repository, views
 from services.custody.schemas import (
     Allocation,
     AllocationRequest,
@@ -167,7 +167,7 @@ def trade_event(
 
 async def book(factory: Factory, code: str, events: list[dict[str, Any]]) -> None:
     async with unit_of_work(factory) as session:
-        await orders.apply_book_events(session, code, events)
+        await book_events.apply_book_messages(session, [(code, events)])
 
 
 async def balances(factory: Factory, member_id: str) -> dict[str, Any]:
