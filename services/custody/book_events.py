@@ -336,11 +336,12 @@ async def _write(session: AsyncSession, state: _Batch) -> None:
                 "now": utc_now(),
             },
         )
-    for order_id, member_id, instrument, reason in state.rejected:
-        await messages.order_rejected(session, order_id, member_id, instrument, reason)
+    # Product rows before outbox streams: the order in which the command consumer takes them.
     changed_products = state.changed_products + await ledger.refresh_holder_counts(
         session, state.traded
     )
+    for order_id, member_id, instrument, reason in state.rejected:
+        await messages.order_rejected(session, order_id, member_id, instrument, reason)
     if changed_products:
         await messages.instrument_updated(session, changed_products)
 

@@ -27,6 +27,7 @@ from shared.contracts import (
     system_queues,
 )
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
+from shared.logging import correlation_id_var
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import BatchHandler, Handler
 from shared.runtime import ConsumerSpec
@@ -53,6 +54,34 @@ def command_handler(
             await ledger.set_business_date(session, date.fromisoformat(payload["business_date"]))
         else:
             log.warning("ignoring an unknown command", extra={"type": envelope.type})
+
+    return handle
+
+
+def command_batch_handler(
+    settings: CustodySettings, schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE
+) -> BatchHandler:
+    """A delivery batch's fresh commands in order: each run of consecutive ``order.submit``
+    decided together (``orders.submit_many``), anything else one by one."""
+    one = command_handler(settings, schedule)
+    shards = settings.matching_shards
+
+    async def handle(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        run: list[tuple[OrderSubmit, str | None]] = []
+        for envelope in envelopes:
+            if envelope.type == ORDER_SUBMIT:
+                run.append((cast(OrderSubmit, envelope.payload), envelope.correlation_id))
+                continue
+            if run:
+                await orders.submit_many(session, run, shards, schedule)
+                run = []
+            token = correlation_id_var.set(envelope.correlation_id)
+            try:
+                await one(session, envelope)
+            finally:
+                correlation_id_var.reset(token)
+        if run:
+            await orders.submit_many(session, run, shards, schedule)
 
     return handle
 
@@ -108,6 +137,7 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
             command_handler(settings),
             batch_begin=begin_command_batch,
             batch_end=end_command_batch,
+            batch_handler=command_batch_handler(settings),
         ),
         ConsumerSpec(
             "book",

@@ -4,6 +4,8 @@ book's events turned into settlement obligations and releases on the way back.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +21,7 @@ from services.custody.domain.reservations import required_hold
 from shared.clock import utc_now
 from shared.contracts import BookCommand, OrderAmend, OrderCancel, OrderSubmit
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
+from shared.logging import correlation_id_var
 
 log = logging.getLogger(__name__)
 
@@ -30,111 +33,91 @@ log = logging.getLogger(__name__)
 # |H ∪ C| ≤ max_holders, so however the open buys fill, holders never pass the cap.
 #
 # Only two things can add a member to H ∪ C: a primary allocation and a buy by a member who
-# is neither a holder nor has an open buy (a "new candidate"). Both take the product row
-# FOR UPDATE and count under it (an allocation counts holders only, as before: it does not
-# reserve room for candidates' open buys). Every other order (sells, buys by members already in H ∪ C)
-# takes the product row FOR KEY SHARE only, so such orders of one product run in parallel,
-# while FOR UPDATE waits for all of them and they for it. A fast-path buy re-checks that its
-# member is in H ∪ C in a statement that starts after its KEY SHARE lock is granted (READ
-# COMMITTED: a fresh snapshot), so every new-candidate count that finished before that lock
-# is visible to the re-check, and no new-candidate count can run until the buy commits, by
-# which time its own open reservation keeps the member in C. If the re-check fails (the
-# member's last open buy closed or its units settled away in between), the buy is counted
-# like a new candidate while still holding KEY SHARE (so no FOR UPDATE count can overlap),
-# serialised with other such fallbacks of the product by a transaction advisory lock (never
-# an upgrade to FOR UPDATE: two upgrades would deadlock). State changes (`control`) take the
-# row FOR UPDATE too, so an order's state check is still decided in turn with them.
+# is neither a holder nor has an open buy (a "new candidate"); both hold the product row
+# FOR UPDATE while they count and until they commit. Orders are decided a batch at a time:
+# the batch takes the rows of its products FOR UPDATE (code order, after its accounts), then
+# counts |H ∪ C| per product and reads which of its buyers are already in it, in statements
+# that start after the locks are granted (READ COMMITTED: fresh snapshots). While the batch
+# holds the rows nothing can add a member to H ∪ C of its products (members can only leave
+# it, by a last open buy closing or units settling away, which can only lower the count), so
+# deciding the batch's orders in order in memory, each accepted new candidate adding one,
+# keeps the cap at commit. The accounts the batch reserves from are locked by the consumer
+# before the batch (``lock_accounts_of_submits``), so their balances read here are the ones
+# the holds are added to.
 
-_ORDER_FACTS = text(
+_LOCK_PRODUCTS = text(
     """
-    WITH facts AS MATERIALIZED (
-        SELECT
-            EXISTS (SELECT 1 FROM custody.reservations WHERE order_id = :o) AS seen,
-            (SELECT a.id FROM custody.accounts a
-             WHERE a.owner_kind = 'member' AND a.owner_id = :m AND a.asset = :asset) AS account_id,
-            CAST(:side AS text) = 'SELL' OR EXISTS (
-                SELECT 1 FROM custody.accounts
-                WHERE owner_kind = 'member' AND owner_id = :m AND asset = :c
-                  AND (settled > 0 OR pending_in > 0)
-            ) OR EXISTS (
-                SELECT 1 FROM custody.reservations
-                WHERE member_id = :m AND instrument = :c AND side = 'BUY' AND status = 'open'
-            ) AS shared_lock
-    ),
-    p_shared AS MATERIALIZED (
-        SELECT code, state, transferable, risk_level, holder_count, max_holders
-        FROM custody.products WHERE code = :c AND (SELECT shared_lock FROM facts)
-        FOR KEY SHARE
-    ),
-    p_exclusive AS MATERIALIZED (
-        SELECT code, state, transferable, risk_level, holder_count, max_holders
-        FROM custody.products WHERE code = :c AND NOT (SELECT shared_lock FROM facts)
-        FOR UPDATE
-    ),
-    p AS (SELECT * FROM p_shared UNION ALL SELECT * FROM p_exclusive)
-    SELECT f.seen, f.account_id, f.shared_lock,
-           m.partner_id, m.qualified, m.risk_tolerance,
-           p.code, p.state, p.transferable, p.risk_level, p.holder_count, p.max_holders
-    FROM facts f
-    LEFT JOIN custody.members m ON m.member_id = :m
-    LEFT JOIN p ON true
+    SELECT code, state, transferable, risk_level, max_holders FROM custody.products
+    WHERE code = ANY(CAST(:codes AS text[])) ORDER BY code FOR UPDATE
     """
 )
 
-_NEW_HOLDER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('custody:new-holder:' || :c))")
-
-#: Holders (the recorded count, kept in the same transactions as the accounts) plus
-#: candidates: members with an open buy who hold nothing yet. One statement, one snapshot.
+#: |H ∪ C| per product: the recorded holder count (kept in the same transactions as the
+#: accounts) plus the members with an open buy who hold nothing yet.
 _POSSIBLE_HOLDERS = text(
     """
-    SELECT p.holder_count + (
+    SELECT p.code, p.holder_count + (
         SELECT count(DISTINCT r.member_id) FROM custody.reservations r
         LEFT JOIN custody.accounts a
           ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
-        WHERE r.instrument = :c AND r.side = 'BUY' AND r.status = 'open'
+        WHERE r.instrument = p.code AND r.side = 'BUY' AND r.status = 'open'
           AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
-    )
-    FROM custody.products p WHERE p.code = :c
+    ) AS possible
+    FROM custody.products p WHERE p.code = ANY(CAST(:codes AS text[]))
     """
 )
 
-#: The reservation in one statement: (for a fast-path buy) the member is still a holder or
-#: candidate, the conditional hold (never below zero available), and the reservation row.
-_RESERVE = text(
+#: Per (member, product) of the batch: the member's cash and units accounts with what is
+#: available on each, and whether the member is in H ∪ C of the product.
+_ACCOUNT_FACTS = text(
     """
-    WITH w AS MATERIALIZED (
-        SELECT NOT CAST(:need_witness AS boolean) OR EXISTS (
-            SELECT 1 FROM custody.accounts
-            WHERE owner_kind = 'member' AND owner_id = :m AND asset = :c
-              AND (settled > 0 OR pending_in > 0)
-        ) OR EXISTS (
-            SELECT 1 FROM custody.reservations
-            WHERE member_id = :m AND instrument = :c AND side = 'BUY' AND status = 'open'
-        ) AS ok
-    ),
-    h AS (
-        UPDATE custody.accounts SET held = held + :held
-        WHERE id = :account AND settled - held - pending_out >= :held AND (SELECT ok FROM w)
-        RETURNING id
-    ),
-    ins AS (
-        INSERT INTO custody.reservations (order_id, member_id, instrument, side, price_fen,
-            quantity, remaining, fees_charged, held, account_id, status, created_at)
-        SELECT :o, :m, :c, :side, :price, :q, :q, 0, :held, h.id, 'open', :now FROM h
-        RETURNING order_id
-    )
-    SELECT (SELECT ok FROM w) AS counted, EXISTS (SELECT 1 FROM ins) AS reserved
+    SELECT k.member_id, k.code,
+           cash.id AS cash_id, cash.settled - cash.held - cash.pending_out AS cash_available,
+           units.id AS units_id,
+           units.settled - units.held - units.pending_out AS units_available,
+           coalesce(units.settled > 0 OR units.pending_in > 0, false) OR EXISTS (
+               SELECT 1 FROM custody.reservations r
+               WHERE r.member_id = k.member_id AND r.instrument = k.code AND r.side = 'BUY'
+                 AND r.status = 'open'
+           ) AS in_holders_or_candidates
+    FROM unnest(CAST(:members AS text[]), CAST(:codes AS text[])) AS k(member_id, code)
+    LEFT JOIN custody.accounts cash
+      ON cash.owner_kind = 'member' AND cash.owner_id = k.member_id AND cash.asset = 'CNY'
+    LEFT JOIN custody.accounts units
+      ON units.owner_kind = 'member' AND units.owner_id = k.member_id AND units.asset = k.code
+    """
+)
+
+_HOLD = text(
+    """
+    UPDATE custody.accounts a SET held = a.held + v.amount
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:amounts AS bigint[])) AS v(id, amount)
+    WHERE a.id = v.id
+    """
+)
+
+_INSERT_RESERVATIONS = text(
+    """
+    INSERT INTO custody.reservations (order_id, member_id, instrument, side, price_fen,
+        quantity, remaining, fees_charged, held, account_id, status, created_at)
+    SELECT v.order_id, v.member_id, v.instrument, v.side, v.price_fen, v.quantity,
+           v.quantity, 0, v.held, v.account_id, 'open', CAST(:now AS timestamptz)
+    FROM unnest(CAST(:orders AS text[]), CAST(:members AS text[]), CAST(:codes AS text[]),
+                CAST(:sides AS text[]), CAST(:prices AS bigint[]), CAST(:quantities AS bigint[]),
+                CAST(:held AS bigint[]), CAST(:accounts AS bigint[]))
+         AS v(order_id, member_id, instrument, side, price_fen, quantity, held, account_id)
     """
 )
 
 
-async def _new_candidate_allowed(session: AsyncSession, code: str, max_holders: int) -> bool:
-    """May one more possible holder be added? Called holding the product FOR UPDATE, or
-    holding it FOR KEY SHARE and the product's new-holder advisory lock (the fallback of a
-    fast-path buy whose member left H ∪ C): either way no other count for the product can
-    run until this transaction ends, and this statement's snapshot follows the lock."""
-    possible = (await session.execute(_POSSIBLE_HOLDERS, {"c": code})).scalar_one()
-    return holder_cap_allows(False, int(possible), max_holders)
+@dataclass(slots=True)
+class _Decision:
+    order: OrderSubmit
+    correlation_id: str | None
+    #: None: accepted; a reject code; or "" for an order custody has seen before (no effect).
+    reason: str | None
+    account_id: int | None = None
+    held: int = 0
 
 
 async def submit(
@@ -143,97 +126,165 @@ async def submit(
     shards: int,
     schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
 ) -> str | None:
-    """Check and reserve; forward to the shard or emit ``order.rejected``.
+    """Check and reserve one order; forward it to its shard or emit ``order.rejected``.
+    Returns the reject reason, or None when the order went on to its book (or was seen
+    before)."""
+    return (await submit_many(session, [(order, correlation_id_var.get())], shards, schedule))[0]
 
-    Returns the reject reason, or None when the order went on to its book. Two statements
-    on the common path (facts + product lock, then the reservation), plus the outbox.
-    """
-    order_id = order["order_id"]
-    code = order["instrument"]
-    side = order["side"]
-    member_id = order["member_id"]
-    price, quantity = order["price_fen"], order["quantity"]
-    facts = (
-        await session.execute(
-            _ORDER_FACTS,
-            {
-                "o": order_id,
-                "m": member_id,
-                "c": code,
-                "side": side,
-                "asset": "CNY" if side == "BUY" else code,
-            },
+
+async def submit_many(
+    session: AsyncSession,
+    batch: Sequence[tuple[OrderSubmit, str | None]],
+    shards: int,
+    schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
+) -> list[str | None]:
+    """Check and reserve a batch of orders (each with its correlation id) as if one after
+    another, in a fixed number of statements; forward each accepted order to its shard and
+    emit ``order.rejected`` for the others, in the batch's order. Returns each order's
+    reject reason (None when it went on to its book, or was seen before)."""
+    orders = [order for order, _ in batch]
+    # The accounts to reserve from, in id order (a consumer's batch holds them already).
+    await lock_accounts_of_submits(session, orders)
+    codes = sorted({o["instrument"] for o in orders})
+    products = {r.code: r for r in await session.execute(_LOCK_PRODUCTS, {"codes": codes})}
+    possible = {
+        r.code: int(r.possible) for r in await session.execute(_POSSIBLE_HOLDERS, {"codes": codes})
+    }
+    pairs = sorted({(o["member_id"], o["instrument"]) for o in orders})
+    accounts = {
+        (r.member_id, r.code): r
+        for r in await session.execute(
+            _ACCOUNT_FACTS,
+            {"members": [p[0] for p in pairs], "codes": [p[1] for p in pairs]},
         )
-    ).one()
-    if facts.seen:  # the same order submitted again under another message id
-        return None
-    reason = order_reject_reason(
-        side,
-        order["partner_id"],
-        None
-        if facts.partner_id is None
-        else MemberFacts(facts.partner_id, facts.qualified, facts.risk_tolerance),
-        None
-        if facts.code is None
-        else ProductFacts(facts.state, facts.transferable, facts.risk_level),
+    }
+    members = {
+        r.member_id: MemberFacts(r.partner_id, r.qualified, r.risk_tolerance)
+        for r in await session.execute(
+            text(
+                "SELECT member_id, partner_id, qualified, risk_tolerance FROM custody.members "
+                "WHERE member_id = ANY(CAST(:m AS text[]))"
+            ),
+            {"m": sorted({p[0] for p in pairs})},
+        )
+    }
+    seen = set(
+        (
+            await session.execute(
+                text(
+                    "SELECT order_id FROM custody.reservations "
+                    "WHERE order_id = ANY(CAST(:o AS text[]))"
+                ),
+                {"o": sorted({o["order_id"] for o in orders})},
+            )
+        ).scalars()
     )
-    if reason is None and (price <= 0 or quantity <= 0):
-        reason = "INVALID_ORDER"
-    exclusive = not facts.shared_lock  # a buy by a possible new holder
-    if (
-        reason is None
-        and exclusive
-        and not await _new_candidate_allowed(session, code, facts.max_holders)
-    ):
-        reason = "HOLDER_LIMIT_REACHED"
-    if reason is None and facts.account_id is None:
-        # no account: nothing to reserve from (price and quantity are positive)
-        reason = "INSUFFICIENT_FUNDS" if side == "BUY" else "INSUFFICIENT_UNITS"
-    if reason is None:
-        held = required_hold(side, price, quantity, 0, schedule)
-        params = {
-            "o": order_id,
-            "m": member_id,
-            "c": code,
-            "side": side,
-            "price": price,
-            "q": quantity,
-            "held": held,
-            "account": facts.account_id,
-            "now": utc_now(),
-            "need_witness": side == "BUY" and not exclusive,
-        }
-        outcome = (await session.execute(_RESERVE, params)).one()
-        if not outcome.counted:
-            # The member left H ∪ C between the facts and the lock: count it as new. Not by
-            # taking FOR UPDATE over our KEY SHARE (two such upgrades deadlock): new-holder
-            # counts under KEY SHARE are serialised by an advisory lock instead, and no
-            # FOR UPDATE count can run while we hold KEY SHARE.
-            await session.execute(_NEW_HOLDER_LOCK, {"c": code})
-            if not await _new_candidate_allowed(session, code, facts.max_holders):
+    available: dict[int, int] = {}
+    for row in accounts.values():
+        if row.cash_id is not None:
+            available[row.cash_id] = int(row.cash_available)
+        if row.units_id is not None:
+            available[row.units_id] = int(row.units_available)
+    in_cap = {key: bool(row.in_holders_or_candidates) for key, row in accounts.items()}
+
+    decisions: list[_Decision] = []
+    for order, correlation_id in batch:
+        decision = _Decision(order, correlation_id, None)
+        decisions.append(decision)
+        if order["order_id"] in seen:  # reserved already: submitted again under another id
+            decision.reason = ""
+            continue
+        code, side, member_id = order["instrument"], order["side"], order["member_id"]
+        product = products.get(code)
+        reason = order_reject_reason(
+            side,
+            order["partner_id"],
+            members.get(member_id),
+            None
+            if product is None
+            else ProductFacts(product.state, product.transferable, product.risk_level),
+        )
+        price, quantity = order["price_fen"], order["quantity"]
+        if reason is None and (price <= 0 or quantity <= 0):
+            reason = "INVALID_ORDER"
+        key = (member_id, code)
+        new_candidate = side == "BUY" and not in_cap[key]
+        if reason is None and new_candidate:
+            assert product is not None  # a known product, or the reason would be set
+            if not holder_cap_allows(False, possible[code], product.max_holders):
                 reason = "HOLDER_LIMIT_REACHED"
+        if reason is None:
+            facts = accounts[key]
+            account = facts.cash_id if side == "BUY" else facts.units_id
+            held = required_hold(side, price, quantity, 0, schedule)
+            if account is None or available[account] < held:
+                reason = "INSUFFICIENT_FUNDS" if side == "BUY" else "INSUFFICIENT_UNITS"
             else:
-                outcome = (await session.execute(_RESERVE, {**params, "need_witness": False})).one()
-        if reason is None and not outcome.reserved:
-            reason = "INSUFFICIENT_FUNDS" if side == "BUY" else "INSUFFICIENT_UNITS"
-    if reason is not None:
-        await messages.order_rejected(session, order_id, member_id, code, reason)
-        return reason
+                available[account] -= held
+                seen.add(order["order_id"])
+                decision.account_id, decision.held = account, held
+                if new_candidate:
+                    in_cap[key] = True
+                    possible[code] += 1
+        decision.reason = reason
+    await _write_reservations(session, [d for d in decisions if d.account_id is not None])
+    for d in decisions:
+        token = correlation_id_var.set(d.correlation_id)
+        try:
+            await _forward_or_reject(session, d, shards)
+        finally:
+            correlation_id_var.reset(token)
+    return [d.reason or None for d in decisions]
+
+
+async def _write_reservations(session: AsyncSession, accepted: list[_Decision]) -> None:
+    if not accepted:
+        return
+    holds: dict[int, int] = {}
+    for d in accepted:
+        assert d.account_id is not None
+        holds[d.account_id] = holds.get(d.account_id, 0) + d.held
+    ids = sorted(holds)
+    await session.execute(_HOLD, {"ids": ids, "amounts": [holds[i] for i in ids]})
+    await session.execute(
+        _INSERT_RESERVATIONS,
+        {
+            "orders": [d.order["order_id"] for d in accepted],
+            "members": [d.order["member_id"] for d in accepted],
+            "codes": [d.order["instrument"] for d in accepted],
+            "sides": [d.order["side"] for d in accepted],
+            "prices": [d.order["price_fen"] for d in accepted],
+            "quantities": [d.order["quantity"] for d in accepted],
+            "held": [d.held for d in accepted],
+            "accounts": [d.account_id for d in accepted],
+            "now": utc_now(),
+        },
+    )
+
+
+async def _forward_or_reject(session: AsyncSession, decision: _Decision, shards: int) -> None:
+    order = decision.order
+    if decision.reason == "":
+        return
+    if decision.reason is not None:
+        await messages.order_rejected(
+            session, order["order_id"], order["member_id"], order["instrument"], decision.reason
+        )
+        return
     await messages.to_shard(
         session,
         BookCommand(
             command="new",
-            instrument=code,
-            order_id=order_id,
-            member_id=member_id,
-            side=side,
-            price_fen=price,
-            quantity=quantity,
+            instrument=order["instrument"],
+            order_id=order["order_id"],
+            member_id=order["member_id"],
+            side=order["side"],
+            price_fen=order["price_fen"],
+            quantity=order["quantity"],
             tif=order["time_in_force"],
         ),
         shards,
     )
-    return None
 
 
 async def cancel(session: AsyncSession, command: OrderCancel, shards: int) -> None:
@@ -294,7 +345,7 @@ _LOCK_SUBMIT_ACCOUNTS = text(
 )
 
 
-async def lock_accounts_of_submits(session: AsyncSession, submits: list[OrderSubmit]) -> None:
+async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[OrderSubmit]) -> None:
     """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
     keys = sorted(
         {(o["member_id"], "CNY" if o["side"] == "BUY" else o["instrument"]) for o in submits}

@@ -4,6 +4,7 @@ redelivered and duplicated messages change nothing."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +40,7 @@ from tests.custody.helpers import (
     units,
 )
 from tests.support import env
+from tests.support.broker_admin import delete_broker_namespace
 from tests.support.wait import wait_until
 
 Factory = async_sessionmaker[AsyncSession]
@@ -48,11 +50,17 @@ Factory = async_sessionmaker[AsyncSession]
 async def custody(
     settings: CustodySettings, broker_namespace: str
 ) -> AsyncIterator[ServiceRuntime]:
-    runtime = create_runtime(settings)
+    """A custody runtime on a broker namespace of its own: messages other suites' services
+    left in this run's queues (book events of their orders, say) must not reach it."""
+    own = settings.model_copy(
+        update={"broker_prefix": f"{broker_namespace}.custody{secrets.token_hex(3)}"}
+    )
+    runtime = create_runtime(own)
     await runtime.start()
     await runtime.broker.wait_connected(timeout=20)
     yield runtime
     await runtime.stop()
+    await delete_broker_namespace(own.broker_prefix)
 
 
 async def publish(runtime: ServiceRuntime, routing_key: str, envelope: Envelope) -> None:
@@ -135,9 +143,7 @@ async def test_orders_and_book_events_through_a_running_custody(
 
     await wait_until(reserved, message="both reservations")
     assert (await cash_fen(factory, buyer))["held"] == 101_00 * 20 + 500
-    shard_queue = (
-        f"{env.BROKER_PREFIX}.{shard_routing_key(shard_of(code, settings.matching_shards))}"
-    )
+    shard_queue = f"{custody.settings.broker_prefix}.{shard_routing_key(shard_of(code, settings.matching_shards))}"
     command = await find_on_queue(shard_queue, buy["order_id"])
     assert command == {
         "command": "new",
