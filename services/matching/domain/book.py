@@ -70,6 +70,7 @@ from services.matching.domain.types import (
     SIDES,
     TIMES_IN_FORCE,
     TRADING,
+    BookConfigError,
     BookState,
     Reason,
     Side,
@@ -82,10 +83,6 @@ _USER = Reason.USER
 #: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
 #: none: the total doubles as the emptiness test.)
 _COMPACT_MIN_DEAD = 16
-
-
-class BookConfigError(ValueError):
-    """Invalid construction parameters (a programming or configuration error)."""
 
 
 class OrderBook:
@@ -246,12 +243,18 @@ class OrderBook:
         self,
         order_id: str,
         member_id: str,
-        side: Side,
-        price_fen: int,
-        quantity: int,
-        tif: TimeInForce,
+        side: Side | object,
+        price_fen: int | object,
+        quantity: int | object,
+        tif: TimeInForce | object,
     ) -> list[Event]:
-        """Check, accept and match a limit order; rest its remainder if GTC/DAY."""
+        """Check, accept and match a limit order; rest its remainder if GTC/DAY.
+
+        The checked parameters are typed ``... | object`` on purpose: a bad side, time
+        in force, price or quantity (a float, a bool, ``None``) is *rejected* with its
+        reason, never rounded, and the compiled build (mypyc checks declared argument
+        types at the call) must not turn that into a ``TypeError``.
+        """
         seq = self._seq + 1
         if (
             self._state != TRADING
@@ -326,10 +329,10 @@ class OrderBook:
         seq: int,
         order_id: str,
         member_id: str,
-        side: str,
+        side: object,
         price_fen: int,
         quantity: int,
-        tif: str,
+        tif: object,
     ) -> list[Event]:
         """Accept a checked order that may cross: match, then rest, cancel or finish it."""
         events: list[Event] = [
@@ -486,17 +489,17 @@ class OrderBook:
         seq: int,
         order_id: str,
         member_id: str,
-        side: str,
-        price_fen: int,
-        quantity: int,
-        tif: str,
+        side: object,
+        price_fen: object,
+        quantity: object,
+        tif: object,
     ) -> list[Event]:
         self._seq = seq
         reason = self._reject_reason(order_id, side, price_fen, quantity, tif)
         return [(ORDER_REJECTED, seq, order_id, member_id, reason)]
 
     def _reject_reason(
-        self, order_id: str, side: str, price_fen: int, quantity: int, tif: str
+        self, order_id: str, side: object, price_fen: object, quantity: object, tif: object
     ) -> str:
         """The first failed last-line check, in a fixed order (slow path)."""
         if self._state != TRADING:
@@ -592,7 +595,7 @@ class OrderBook:
         ids[order_id] = CANCELLED
         return [(ORDER_CANCELLED, seq, order_id, _USER, order[4] - remaining, remaining)]
 
-    def amend(self, order_id: str, new_quantity: int) -> list[Event]:
+    def amend(self, order_id: str, new_quantity: int | object) -> list[Event]:
         """Reduce an open order's total quantity, keeping its time priority.
 
         The new total must be on lot, below the current total and above the filled part.
