@@ -261,6 +261,12 @@ class OrderBook:
         types at the call) must not turn that into a ``TypeError``.
         """
         seq = self._seq + 1
+        # The caller's price and quantity objects, for the records and events: after the
+        # checks below narrow ``price_fen`` and ``quantity`` to ``int``, the compiled build
+        # would otherwise turn them into machine integers and allocate new int objects
+        # for every record, event and dict key. (No cost to speak of in pure Python.)
+        price: Any = price_fen
+        qty: Any = quantity
         if (
             self._state != TRADING
             # Exact ints only: a float or bool is refused, never rounded.
@@ -282,50 +288,46 @@ class OrderBook:
             if side == BUY:
                 keys = self._ask_keys
                 if not keys or keys[-1] < -price_fen:
-                    order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
+                    order = [order_id, member_id, side, price, qty, qty, tif, seq]
                     # The duplicate-id check, and the index insert in the same probe.
                     if (
                         order_id in self._final
                         or self._open.setdefault(order_id, order) is not order
                     ):
-                        return self._reject(
-                            seq, order_id, member_id, side, price_fen, quantity, tif
-                        )
-                    level = self._bid_levels.get(price_fen)
+                        return self._reject(seq, order_id, member_id, side, price, qty, tif)
+                    level = self._bid_levels.get(price)
                     if level is None:
-                        self._bid_levels[price_fen] = [quantity, 0, 3, order]
-                        insort(self._bid_keys, price_fen)
+                        self._bid_levels[price] = [qty, 0, 3, order]
+                        insort(self._bid_keys, price)
                     else:
                         level.append(order)
-                        level[0] += quantity
+                        level[0] += qty
                     self._seq = seq + 1
                     return [
-                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
-                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price, qty, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price, qty),
                     ]
             elif side == SELL:
                 keys = self._bid_keys
                 if not keys or keys[-1] < price_fen:
-                    order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
+                    order = [order_id, member_id, side, price, qty, qty, tif, seq]
                     if (
                         order_id in self._final
                         or self._open.setdefault(order_id, order) is not order
                     ):
-                        return self._reject(
-                            seq, order_id, member_id, side, price_fen, quantity, tif
-                        )
+                        return self._reject(seq, order_id, member_id, side, price, qty, tif)
                     key = -price_fen
                     level = self._ask_levels.get(key)
                     if level is None:
-                        self._ask_levels[key] = [quantity, 0, 3, order]
+                        self._ask_levels[key] = [qty, 0, 3, order]
                         insort(self._ask_keys, key)
                     else:
                         level.append(order)
-                        level[0] += quantity
+                        level[0] += qty
                     self._seq = seq + 1
                     return [
-                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
-                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price, qty, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price, qty),
                     ]
             else:
                 return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
