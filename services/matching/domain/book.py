@@ -383,24 +383,26 @@ class OrderBook:
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
-                head = level[2]
+                # Typed locals: the compiled build keeps these as machine integers (and
+                # strings) instead of generic objects; no effect in pure Python.
+                head: int = level[2]
                 level_price = -key if taker_buy else key
-                total = level[0]
+                total: int = level[0]
                 # A level in the book has at least one live order (total > 0), so this
                 # loop ends on a fill that empties the taker or the level, or on an own
                 # order. Inactive entries met at the head are dropped.
                 while True:
                     maker = level[head]
-                    maker_remaining = maker[5]
+                    maker_remaining: int = maker[5]
                     if not maker_remaining:
                         head += 1
                         level[1] -= 1
                         continue
-                    maker_member = maker[1]
+                    maker_member: str = maker[1]
                     if maker_member == member_id:
                         self_trade = True
                         break
-                    maker_id = maker[0]
+                    maker_id: str = maker[0]
                     if remaining < maker_remaining:
                         # The taker ends inside this maker: a partial fill of the maker.
                         maker_remaining -= remaining
@@ -580,32 +582,39 @@ class OrderBook:
         """Cancel an open order (allowed while halted)."""
         seq = self._seq + 1
         self._seq = seq
-        order = self._open.pop(order_id, None)
+        open_ids = self._open
+        # get + del, not pop(): the compiled build has a fast path for these two only.
+        order = open_ids.get(order_id)
         if order is None:
             final = order_id in self._final
             reason = Reason.ORDER_FINAL if final else Reason.ORDER_NOT_FOUND
             return [(CANCEL_REJECTED, seq, order_id, reason)]
+        del open_ids[order_id]
         # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
-        remaining = order[5]
+        # Typed locals: machine integers in the compiled build; no effect in pure Python.
+        remaining: int = order[5]
         order[5] = 0
-        if order[2] == BUY:
-            key = order[3]
+        price: int = order[3]
+        side: str = order[2]
+        buy = side == BUY
+        if buy:
+            key = price
             book = self._bid_levels
         else:
-            key = -order[3]
+            key = -price
             book = self._ask_levels
         level = book[key]
-        total = level[0] - remaining
+        total: int = level[0] - remaining
         if total:
             level[0] = total
-            dead = level[1] + 1
+            dead: int = level[1] + 1
             level[1] = dead
             # 16 is _COMPACT_MIN_DEAD; from head on, the level holds live and dead entries.
             if dead > 16 and dead + dead > len(level) - level[2]:
                 _compact(level)
         else:
             del book[key]
-            keys = self._bid_keys if order[2] == BUY else self._ask_keys
+            keys = self._bid_keys if buy else self._ask_keys
             del keys[bisect_left(keys, key)]
         self._final[order_id] = CANCELLED
         return [(ORDER_CANCELLED, seq, order_id, _USER, order[4] - remaining, remaining)]
