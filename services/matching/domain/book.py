@@ -379,7 +379,6 @@ class OrderBook:
             business_date = self._business_date
             # Trade ids are "<instrument>-<seq of the Trade event>".
             prefix = self.instrument + "-"
-            append = events.append
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
@@ -392,7 +391,7 @@ class OrderBook:
                 # loop ends on a fill that empties the taker or the level, or on an own
                 # order. Inactive entries met at the head are dropped.
                 while True:
-                    maker = level[head]
+                    maker: Order = level[head]
                     maker_remaining: int = maker[5]
                     if not maker_remaining:
                         head += 1
@@ -408,7 +407,7 @@ class OrderBook:
                         maker_remaining -= remaining
                         maker[5] = maker_remaining
                         total -= remaining
-                        append(
+                        events.append(
                             (
                                 TRADE,
                                 seq + 1,
@@ -424,7 +423,7 @@ class OrderBook:
                             )
                         )
                         seq += 2
-                        append(
+                        events.append(
                             (
                                 ORDER_FILLED,
                                 seq,
@@ -442,7 +441,7 @@ class OrderBook:
                     remaining -= maker_remaining
                     del open_ids[maker_id]
                     final[maker_id] = FILLED
-                    append(
+                    events.append(
                         (
                             TRADE,
                             seq + 1,
@@ -458,7 +457,7 @@ class OrderBook:
                         )
                     )
                     seq += 2
-                    append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
+                    events.append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
                     if not remaining or not total:
                         break
                 if total:
@@ -475,7 +474,7 @@ class OrderBook:
                     break
             if remaining != quantity:
                 seq += 1
-                append(
+                events.append(
                     (
                         ORDER_FILLED,
                         seq,
