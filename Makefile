@@ -18,7 +18,15 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
-install: $(VENV)/.installed
+# The order book compiled with mypyc (a dev dependency): the engine the matching service
+# runs; services/matching/domain/book.py stays the reference and the fallback.
+BOOK_SOURCES := $(addprefix services/matching/,domain/book.py domain/events.py domain/order.py domain/types.py build_book.py)
+BOOK_SO := services/matching/domain/_compiled_book$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+
+$(BOOK_SO): $(VENV)/.installed $(BOOK_SOURCES)
+	$(BIN)/python -m services.matching.build_book
+
+install: $(VENV)/.installed $(BOOK_SO)
 
 run: install
 	$(BIN)/exchange run
@@ -57,3 +65,4 @@ bench-eod: install
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -f services/matching/domain/_compiled_book*.so

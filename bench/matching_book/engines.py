@@ -31,16 +31,17 @@ class Ours:
     """services.matching OrderBook with every check on: tick, band, lot, minimum
     quantity, state, duplicate id, self-trade prevention, events (plain tuples) with
     sequence numbers and trade ids. Passive orders are GTC from member M; aggressive
-    ones IOC from member T."""
+    ones IOC from member T. This one is the pure-Python build (``book.py``)."""
 
-    name = "ours (services.matching)"
+    name = "ours (services.matching), pure Python"
     notes = "full feature set: checks, STP, events + sequence"
 
-    def __init__(self, module: Any = None) -> None:
-        if module is None:
-            import services.matching.domain as module
-        OrderBook = module.OrderBook
-        self.book = OrderBook("BENCH", 1, 1, 1, 1, 10**9, datetime.date(2026, 3, 2), "trading", 0)
+    def __init__(self, book_class: Any = None) -> None:
+        if book_class is None:
+            from services.matching.domain.implementation import pure_book
+
+            book_class = pure_book()
+        self.book = book_class("BENCH", 1, 1, 1, 1, 10**9, datetime.date(2026, 3, 2), "trading", 0)
         self._submit = self.book.submit
         self._cancel = self.book.cancel
         self.out: list[Any] = []
@@ -81,21 +82,16 @@ class Ours:
 
 
 class OursCompiled(Ours):
-    """The same source compiled with mypyc (bench/matching_book/build_mypyc.sh)."""
+    """The same book, the build the service runs: book.py compiled with mypyc by
+    ``make install`` (services/matching/build_book.py); fails if not built or stale."""
 
-    name = "ours, mypyc-compiled (not shipped)"
-    notes = "same code and features, compiled by build_mypyc.sh"
+    name = "ours, compiled (shipped)"
+    notes = "same source and features, mypyc build from make install"
 
     def __init__(self) -> None:
-        import sys
-        from pathlib import Path
+        from services.matching.domain.implementation import compiled_book
 
-        built = Path(__file__).resolve().parents[2] / ".bench" / "mypyc"
-        if not any(built.glob("matching_compiled/*.so")):
-            raise ImportError(f"not built: run bench/matching_book/build_mypyc.sh ({built})")
-        if str(built) not in sys.path:
-            sys.path.insert(0, str(built))
-        super().__init__(importlib.import_module("matching_compiled"))
+        super().__init__(compiled_book())
 
 
 class Null:
@@ -260,7 +256,7 @@ class OrderlyChaos:
 FACTORIES: dict[str, Any] = {
     "null": Null,
     "ours": Ours,
-    "ours-mypyc": OursCompiled,
+    "ours-compiled": OursCompiled,
     "akhil4n-orderbook": Akhil,
     "cython-orderbook": CythonOB,
     "pyorderbook": PyOrderBook,

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matching import store
+from services.matching.domain import IMPLEMENTATION as BOOK_BUILD
 from services.matching.engine import BookOutput, ShardEngine
 from shared.clock import rfc3339, utc_now
 from shared.contracts import BOOK_EVENTS, book_routing_key, book_stream
@@ -91,6 +92,7 @@ class ShardWorker:
                 "books": len(self.engine.books),
                 "resting_orders": sum(len(b) for b in self.engine.books.values()),
                 "seconds": round(time.perf_counter() - started, 3),
+                "book_build": BOOK_BUILD,
             },
         )
         self._batcher.start()

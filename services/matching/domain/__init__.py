@@ -28,9 +28,15 @@ gives ``BandChanged``; a refused book command gives ``CommandRejected``.
 The ids of orders that became final during a business day are remembered until the
 next ``roll_day`` (for ``DUPLICATE_ORDER_ID`` and ``ORDER_FINAL``); DAY orders that a
 roll expires count as final in the new day. Older ids are the service's to police.
+
+``OrderBook`` is the mypyc-compiled build of ``book.py`` when it is built and matches
+the sources, else ``book.py`` itself (``implementation.py``; ``IMPLEMENTATION`` says
+which). Both behave identically; ``book.py`` is the reference.
 """
 
-from services.matching.domain.book import BookConfigError, OrderBook
+from typing import TYPE_CHECKING
+
+from services.matching.domain import book as _pure
 from services.matching.domain.events import (
     FIELDS,
     AmendRejected,
@@ -51,11 +57,21 @@ from services.matching.domain.events import (
     TypedEvent,
     typed,
 )
+from services.matching.domain.implementation import select as _select
 from services.matching.domain.order import OrderView
-from services.matching.domain.types import BookState, Reason, Side, TimeInForce
+from services.matching.domain.types import BookConfigError, BookState, Reason, Side, TimeInForce
+
+# The compiled build of book.py when built and fresh, else book.py itself
+# (implementation.py; MATCHING_BOOK=auto|pure|compiled).
+_selected, IMPLEMENTATION = _select()
+if TYPE_CHECKING:
+    OrderBook = _pure.OrderBook
+else:
+    OrderBook = _selected
 
 __all__ = [
     "FIELDS",
+    "IMPLEMENTATION",
     "AmendRejected",
     "BandChanged",
     "BookConfigError",

@@ -17,12 +17,16 @@ Data layout, chosen for the hot path:
 * The hot paths (the resting fast path of ``submit``, ``_match``, ``cancel``) are
   written out with local variables and literal record indices on purpose: each
   attribute lookup or call saved is a measurable share of a ~1 µs command.
-* ``_ids`` maps the id of every order seen in the current business day to its open
-  order record while it is open, then to its final status string (``FILLED``,
-  ``CANCELLED``, ``EXPIRED``), so a reused id is refused and a late cancel is told
-  ``ORDER_FINAL``. One dict for both: the duplicate check is one lookup, and an order
-  becoming final replaces its value in place (no delete from one dict and insert into
-  another, no growth).
+* Two id indexes: ``_open`` maps the id of each open order to its record (about as
+  many entries as the book holds orders, so it stays in the CPU cache), and ``_final``
+  maps the id of every order that became final in the current business day to its
+  status string (``FILLED``, ``CANCELLED``, ``EXPIRED``), so a reused id is refused
+  and a late cancel is told ``ORDER_FINAL``. ``_final`` grows with the day (hundreds
+  of thousands of ids) but holds only strings, so CPython's garbage collector never
+  tracks or traverses it, and the frequent lookups (cancel, amend) hit the small
+  ``_open``; only a new order's duplicate check probes ``_final``. (Until this change
+  one dict held both, open records and final statuses: every cancel and fill then
+  probed the big dict, and every full collection traversed it.)
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from services.matching.domain.types import (
     SIDES,
     TIMES_IN_FORCE,
     TRADING,
+    BookConfigError,
     BookState,
     Reason,
     Side,
@@ -82,10 +87,6 @@ _USER = Reason.USER
 #: (A level's live orders all have remaining > 0, so its total is 0 exactly when it has
 #: none: the total doubles as the emptiness test.)
 _COMPACT_MIN_DEAD = 16
-
-
-class BookConfigError(ValueError):
-    """Invalid construction parameters (a programming or configuration error)."""
 
 
 class OrderBook:
@@ -103,11 +104,12 @@ class OrderBook:
         "_bid_keys",
         "_bid_levels",
         "_business_date",
-        "_ids",
+        "_final",
         "_keys",
         "_levels",
         "_lot_size",
         "_min_quantity",
+        "_open",
         "_seq",
         "_state",
         "_tick_size",
@@ -150,7 +152,8 @@ class OrderBook:
         self._ask_levels = self._levels[SELL]
         self._bid_keys = self._keys[BUY]
         self._ask_keys = self._keys[SELL]
-        self._ids: dict[str, Order | str] = {}
+        self._open: dict[str, Order] = {}
+        self._final: dict[str, str] = {}
 
     # ------------------------------------------------------------------ properties
 
@@ -187,13 +190,12 @@ class OrderBook:
 
     def get_order(self, order_id: str) -> OrderView | None:
         """The open order with this id, or None if unknown or final."""
-        order = self._ids.get(order_id)
-        return view_of(order) if type(order) is list else None
+        order = self._open.get(order_id)
+        return view_of(order) if order is not None else None
 
     def final_status(self, order_id: str) -> str | None:
         """Final status of an order that became final in the current business day."""
-        status = self._ids.get(order_id)
-        return status if type(status) is str else None
+        return self._final.get(order_id)
 
     def __len__(self) -> int:
         """Number of open orders."""
@@ -205,7 +207,7 @@ class OrderBook:
         )
 
     def __contains__(self, order_id: object) -> bool:
-        return isinstance(order_id, str) and type(self._ids.get(order_id)) is list
+        return isinstance(order_id, str) and order_id in self._open
 
     def open_orders(self) -> list[OrderView]:
         """All open orders in priority order: bids best first, then asks best first."""
@@ -246,13 +248,25 @@ class OrderBook:
         self,
         order_id: str,
         member_id: str,
-        side: Side,
-        price_fen: int,
-        quantity: int,
-        tif: TimeInForce,
+        side: Side | object,
+        price_fen: int | object,
+        quantity: int | object,
+        tif: TimeInForce | object,
     ) -> list[Event]:
-        """Check, accept and match a limit order; rest its remainder if GTC/DAY."""
+        """Check, accept and match a limit order; rest its remainder if GTC/DAY.
+
+        The checked parameters are typed ``... | object`` on purpose: a bad side, time
+        in force, price or quantity (a float, a bool, ``None``) is *rejected* with its
+        reason, never rounded, and the compiled build (mypyc checks declared argument
+        types at the call) must not turn that into a ``TypeError``.
+        """
         seq = self._seq + 1
+        # The caller's price and quantity objects, for the records and events: after the
+        # checks below narrow ``price_fen`` and ``quantity`` to ``int``, the compiled build
+        # would otherwise turn them into machine integers and allocate new int objects
+        # for every record, event and dict key. (No cost to speak of in pure Python.)
+        price: Any = price_fen
+        qty: Any = quantity
         if (
             self._state != TRADING
             # Exact ints only: a float or bool is refused, never rounded.
@@ -274,50 +288,52 @@ class OrderBook:
             if side == BUY:
                 keys = self._ask_keys
                 if not keys or keys[-1] < -price_fen:
-                    order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
-                    # The duplicate-id check and the index insert in one probe.
-                    if self._ids.setdefault(order_id, order) is not order:
-                        return self._reject(
-                            seq, order_id, member_id, side, price_fen, quantity, tif
-                        )
-                    level = self._bid_levels.get(price_fen)
+                    order = [order_id, member_id, side, price, qty, qty, tif, seq]
+                    # The duplicate-id check, and the index insert in the same probe.
+                    if (
+                        order_id in self._final
+                        or self._open.setdefault(order_id, order) is not order
+                    ):
+                        return self._reject(seq, order_id, member_id, side, price, qty, tif)
+                    level = self._bid_levels.get(price)
                     if level is None:
-                        self._bid_levels[price_fen] = [quantity, 0, 3, order]
-                        insort(self._bid_keys, price_fen)
+                        self._bid_levels[price] = [qty, 0, 3, order]
+                        insort(self._bid_keys, price)
                     else:
                         level.append(order)
-                        level[0] += quantity
+                        level[0] += qty
                     self._seq = seq + 1
                     return [
-                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
-                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price, qty, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price, qty),
                     ]
             elif side == SELL:
                 keys = self._bid_keys
                 if not keys or keys[-1] < price_fen:
-                    order = [order_id, member_id, side, price_fen, quantity, quantity, tif, seq]
-                    if self._ids.setdefault(order_id, order) is not order:
-                        return self._reject(
-                            seq, order_id, member_id, side, price_fen, quantity, tif
-                        )
+                    order = [order_id, member_id, side, price, qty, qty, tif, seq]
+                    if (
+                        order_id in self._final
+                        or self._open.setdefault(order_id, order) is not order
+                    ):
+                        return self._reject(seq, order_id, member_id, side, price, qty, tif)
                     key = -price_fen
                     level = self._ask_levels.get(key)
                     if level is None:
-                        self._ask_levels[key] = [quantity, 0, 3, order]
+                        self._ask_levels[key] = [qty, 0, 3, order]
                         insort(self._ask_keys, key)
                     else:
                         level.append(order)
-                        level[0] += quantity
+                        level[0] += qty
                     self._seq = seq + 1
                     return [
-                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price_fen, quantity, tif),
-                        (ORDER_RESTED, seq + 1, order_id, side, price_fen, quantity),
+                        (ORDER_ACCEPTED, seq, order_id, member_id, side, price, qty, tif),
+                        (ORDER_RESTED, seq + 1, order_id, side, price, qty),
                     ]
             else:
                 return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         elif (tif != IOC and tif != FOK) or (side != BUY and side != SELL):
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
-        if order_id in self._ids:
+        if order_id in self._open or order_id in self._final:
             return self._reject(seq, order_id, member_id, side, price_fen, quantity, tif)
         return self._match(seq, order_id, member_id, side, price_fen, quantity, tif)
 
@@ -326,10 +342,10 @@ class OrderBook:
         seq: int,
         order_id: str,
         member_id: str,
-        side: str,
+        side: object,
         price_fen: int,
         quantity: int,
-        tif: str,
+        tif: object,
     ) -> list[Event]:
         """Accept a checked order that may cross: match, then rest, cancel or finish it."""
         events: list[Event] = [
@@ -351,45 +367,47 @@ class OrderBook:
         if tif == FOK and not _fok_fillable(opp_levels, opp_keys, limit_key, member_id, quantity):
             seq += 1
             events.append((ORDER_CANCELLED, seq, order_id, Reason.FOK_UNFILLED, 0, quantity))
-            self._ids[order_id] = CANCELLED
+            self._final[order_id] = CANCELLED
             self._seq = seq
             return events
 
         remaining = quantity
         self_trade = False
         if opp_keys and opp_keys[-1] >= limit_key:
-            ids = self._ids
+            open_ids = self._open
+            final = self._final
             business_date = self._business_date
             # Trade ids are "<instrument>-<seq of the Trade event>".
             prefix = self.instrument + "-"
-            append = events.append
             while True:
                 key = opp_keys[-1]
                 level = opp_levels[key]
-                head = level[2]
+                # Typed locals: the compiled build keeps these as machine integers (and
+                # strings) instead of generic objects; no effect in pure Python.
+                head: int = level[2]
                 level_price = -key if taker_buy else key
-                total = level[0]
+                total: int = level[0]
                 # A level in the book has at least one live order (total > 0), so this
                 # loop ends on a fill that empties the taker or the level, or on an own
                 # order. Inactive entries met at the head are dropped.
                 while True:
-                    maker = level[head]
-                    maker_remaining = maker[5]
+                    maker: Order = level[head]
+                    maker_remaining: int = maker[5]
                     if not maker_remaining:
                         head += 1
                         level[1] -= 1
                         continue
-                    maker_member = maker[1]
+                    maker_member: str = maker[1]
                     if maker_member == member_id:
                         self_trade = True
                         break
-                    maker_id = maker[0]
+                    maker_id: str = maker[0]
                     if remaining < maker_remaining:
                         # The taker ends inside this maker: a partial fill of the maker.
                         maker_remaining -= remaining
                         maker[5] = maker_remaining
                         total -= remaining
-                        append(
+                        events.append(
                             (
                                 TRADE,
                                 seq + 1,
@@ -405,7 +423,7 @@ class OrderBook:
                             )
                         )
                         seq += 2
-                        append(
+                        events.append(
                             (
                                 ORDER_FILLED,
                                 seq,
@@ -421,8 +439,9 @@ class OrderBook:
                     head += 1
                     total -= maker_remaining
                     remaining -= maker_remaining
-                    ids[maker_id] = FILLED
-                    append(
+                    del open_ids[maker_id]
+                    final[maker_id] = FILLED
+                    events.append(
                         (
                             TRADE,
                             seq + 1,
@@ -438,7 +457,7 @@ class OrderBook:
                         )
                     )
                     seq += 2
-                    append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
+                    events.append((ORDER_FILLED, seq, maker_id, maker[4], 0, FILLED))
                     if not remaining or not total:
                         break
                 if total:
@@ -455,7 +474,7 @@ class OrderBook:
                     break
             if remaining != quantity:
                 seq += 1
-                append(
+                events.append(
                     (
                         ORDER_FILLED,
                         seq,
@@ -467,12 +486,12 @@ class OrderBook:
                 )
 
         if not remaining:
-            self._ids[order_id] = FILLED
+            self._final[order_id] = FILLED
         elif self_trade or tif == IOC:
             seq += 1
             why = Reason.SELF_TRADE_PREVENTED if self_trade else Reason.IOC_REMAINDER
             events.append((ORDER_CANCELLED, seq, order_id, why, quantity - remaining, remaining))
-            self._ids[order_id] = CANCELLED
+            self._final[order_id] = CANCELLED
         else:
             # Rest the remainder.
             self._rest([order_id, member_id, side, price_fen, quantity, remaining, tif, priority])
@@ -486,22 +505,22 @@ class OrderBook:
         seq: int,
         order_id: str,
         member_id: str,
-        side: str,
-        price_fen: int,
-        quantity: int,
-        tif: str,
+        side: object,
+        price_fen: object,
+        quantity: object,
+        tif: object,
     ) -> list[Event]:
         self._seq = seq
         reason = self._reject_reason(order_id, side, price_fen, quantity, tif)
         return [(ORDER_REJECTED, seq, order_id, member_id, reason)]
 
     def _reject_reason(
-        self, order_id: str, side: str, price_fen: int, quantity: int, tif: str
+        self, order_id: str, side: object, price_fen: object, quantity: object, tif: object
     ) -> str:
         """The first failed last-line check, in a fixed order (slow path)."""
         if self._state != TRADING:
             return Reason.INSTRUMENT_NOT_TRADING
-        if order_id in self._ids:
+        if order_id in self._open or order_id in self._final:
             return Reason.DUPLICATE_ORDER_ID
         if side not in SIDES:
             return Reason.INVALID_SIDE
@@ -531,7 +550,7 @@ class OrderBook:
             insort(keys, key)
         level.append(order)
         level[0] += order[5]
-        self._ids[order[0]] = order
+        self._open[order[0]] = order
 
     def _unlink(self, order: Order) -> None:
         """Remove an open order from its level (lazily); the caller records its status."""
@@ -562,46 +581,54 @@ class OrderBook:
         """Cancel an open order (allowed while halted)."""
         seq = self._seq + 1
         self._seq = seq
-        ids = self._ids
-        order = ids.get(order_id)
-        if type(order) is not list:
-            reason = Reason.ORDER_NOT_FOUND if order is None else Reason.ORDER_FINAL
+        open_ids = self._open
+        # get + del, not pop(): the compiled build has a fast path for these two only.
+        order = open_ids.get(order_id)
+        if order is None:
+            final = order_id in self._final
+            reason = Reason.ORDER_FINAL if final else Reason.ORDER_NOT_FOUND
             return [(CANCEL_REJECTED, seq, order_id, reason)]
+        del open_ids[order_id]
         # Unlink from the level (inlined _unlink: cancels are a third of the traffic).
-        remaining = order[5]
+        # Typed locals: machine integers in the compiled build; no effect in pure Python.
+        remaining: int = order[5]
         order[5] = 0
-        if order[2] == BUY:
-            key = order[3]
+        price: int = order[3]
+        side: str = order[2]
+        buy = side == BUY
+        if buy:
+            key = price
             book = self._bid_levels
         else:
-            key = -order[3]
+            key = -price
             book = self._ask_levels
         level = book[key]
-        total = level[0] - remaining
+        total: int = level[0] - remaining
         if total:
             level[0] = total
-            dead = level[1] + 1
+            dead: int = level[1] + 1
             level[1] = dead
             # 16 is _COMPACT_MIN_DEAD; from head on, the level holds live and dead entries.
             if dead > 16 and dead + dead > len(level) - level[2]:
                 _compact(level)
         else:
             del book[key]
-            keys = self._bid_keys if order[2] == BUY else self._ask_keys
+            keys = self._bid_keys if buy else self._ask_keys
             del keys[bisect_left(keys, key)]
-        ids[order_id] = CANCELLED
+        self._final[order_id] = CANCELLED
         return [(ORDER_CANCELLED, seq, order_id, _USER, order[4] - remaining, remaining)]
 
-    def amend(self, order_id: str, new_quantity: int) -> list[Event]:
+    def amend(self, order_id: str, new_quantity: int | object) -> list[Event]:
         """Reduce an open order's total quantity, keeping its time priority.
 
         The new total must be on lot, below the current total and above the filled part.
         """
         seq = self._seq + 1
         self._seq = seq
-        order = self._ids.get(order_id)
-        if type(order) is not list:
-            reason = Reason.ORDER_NOT_FOUND if order is None else Reason.ORDER_FINAL
+        order = self._open.get(order_id)
+        if order is None:
+            final = order_id in self._final
+            reason = Reason.ORDER_FINAL if final else Reason.ORDER_NOT_FOUND
             return [(AMEND_REJECTED, seq, order_id, reason)]
         if self._state != TRADING:
             return [(AMEND_REJECTED, seq, order_id, Reason.INSTRUMENT_NOT_TRADING)]
@@ -639,14 +666,15 @@ class OrderBook:
             return [(COMMAND_REJECTED, seq, "delist", Reason.INVALID_STATE_TRANSITION)]
         events: list[Event] = [(BOOK_STATE_CHANGED, seq, self._state, DELISTED)]
         self._state = DELISTED
-        ids = self._ids
-        for order in sorted(_open_records(ids), key=_by_priority):
+        final = self._final
+        for order in sorted(self._open.values(), key=_by_priority):
             seq += 1
             events.append(
                 (ORDER_CANCELLED, seq, order[0], Reason.DELISTED, order[4] - order[5], order[5])
             )
             order[5] = 0
-            ids[order[0]] = CANCELLED
+            final[order[0]] = CANCELLED
+        self._open.clear()
         for side in (BUY, SELL):
             self._levels[side].clear()
             self._keys[side].clear()
@@ -672,17 +700,17 @@ class OrderBook:
             return [(COMMAND_REJECTED, seq, "roll_day", Reason.INVALID_BUSINESS_DATE)]
         events: list[Event] = [(DAY_ROLLED, seq, self._business_date, new_date)]
         self._business_date = new_date
-        # Forget the closing day's final ids: keep only the open orders (O(day's ids),
-        # once a day).
-        still_open = _open_records(self._ids)
-        ids: dict[str, Order | str] = {o[0]: o for o in still_open}
-        self._ids = ids
-        expiring = sorted((o for o in still_open if o[6] == DAY), key=_by_priority)
+        # Forget the closing day's final ids (a new dict: O(1) now, the old one is freed).
+        final: dict[str, str] = {}
+        self._final = final
+        open_ids = self._open
+        expiring = sorted((o for o in open_ids.values() if o[6] == DAY), key=_by_priority)
         for order in expiring:
             seq += 1
             events.append((ORDER_EXPIRED, seq, order[0], order[4] - order[5], order[5]))
             self._unlink(order)
-            ids[order[0]] = EXPIRED
+            del open_ids[order[0]]
+            final[order[0]] = EXPIRED
         self._seq = seq
         return events
 
@@ -718,9 +746,7 @@ class OrderBook:
             "sequence": self._seq,
             # The order record has exactly this layout; a copy, not the live record.
             "orders": [o[:] for o in self._iter_priority()],
-            "final": [
-                [k, v] for k, v in sorted((k, v) for k, v in self._ids.items() if type(v) is str)
-            ],
+            "final": [[k, v] for k, v in sorted(self._final.items())],
         }
 
     @classmethod
@@ -755,12 +781,12 @@ class OrderBook:
                     int(priority),
                 ]
             )
-        ids = book._ids
+        final = book._final
         for k, v in snapshot["final"]:
             order_id = str(k)
-            if order_id in ids:
+            if order_id in book._open or order_id in final:
                 raise BookConfigError(f"order {order_id!r} both open and final in snapshot")
-            ids[order_id] = str(v)
+            final[order_id] = str(v)
         return book
 
     def state_hash(self) -> str:
@@ -793,11 +819,6 @@ def _fok_fillable(
             if need <= 0:
                 return True
     return False
-
-
-def _open_records(ids: dict[str, Order | str]) -> list[Order]:
-    """The open order records of an id index (its list values)."""
-    return [v for v in ids.values() if type(v) is list]
 
 
 #: Sort key of order records by time priority.

@@ -35,6 +35,10 @@ CANCELLED: Final = "CANCELLED"
 EXPIRED: Final = "EXPIRED"
 
 
+class BookConfigError(ValueError):
+    """Invalid construction parameters (a programming or configuration error)."""
+
+
 class Reason:
     """Reason codes carried by rejections and cancellations."""
 
