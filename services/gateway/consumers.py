@@ -9,20 +9,18 @@ applies each message once, so the view follows the book exactly. Final states
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, text, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import repositories as repo
 from services.gateway import webhooks as hooks
-from services.gateway.models import orders, trades
 from services.gateway.orders import order_resource
 from services.gateway.ws import PendingPushes
 from shared.clock import rfc3339
@@ -58,20 +56,59 @@ _WRITTEN = (
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 NOTIFY_LIMIT = 7900
 
-_write_order = (
-    update(orders)
-    .where(orders.c.order_id == bindparam("b_order_id"))
-    .values(
-        quantity=bindparam("b_quantity"),
-        filled_quantity=bindparam("b_filled_quantity"),
-        filled_amount_fen=bindparam("b_filled_amount_fen"),
-        fees_fen=bindparam("b_fees_fen"),
-        status=bindparam("b_status"),
-        reject_reason=bindparam("b_reject_reason"),
-        cancel_reason=bindparam("b_cancel_reason"),
-        updated_at=bindparam("b_updated_at"),
+_ORDER_TYPES = {
+    "order_id": "text",
+    "quantity": "bigint",
+    "filled_quantity": "bigint",
+    "filled_amount_fen": "bigint",
+    "fees_fen": "bigint",
+    "status": "text",
+    "reject_reason": "text",
+    "cancel_reason": "text",
+    "updated_at": "timestamptz",
+}
+#: A batch's changed orders written back in one statement (one UPDATE per row would cost a
+#: round of the driver and the server each).
+_WRITE_ORDERS = text(
+    "UPDATE gateway.orders o SET {sets} FROM unnest({arrays}) AS v({names}) "
+    "WHERE o.order_id = v.order_id".format(
+        sets=", ".join(f"{n} = v.{n}" for n in _WRITTEN if n != "order_id"),
+        arrays=", ".join(f"CAST(:{n} AS {_ORDER_TYPES[n]}[])" for n in _WRITTEN),
+        names=", ".join(_WRITTEN),
     )
 )
+_TRADE_TYPES = {
+    "trade_id": "text",
+    "order_id": "text",
+    "partner_id": "text",
+    "member_id": "text",
+    "instrument": "text",
+    "side": "text",
+    "price_fen": "bigint",
+    "quantity": "bigint",
+    "amount_fen": "bigint",
+    "fee_fen": "bigint",
+    "liquidity": "text",
+    "business_date": "date",
+    "executed_at": "timestamptz",
+    "sequence": "bigint",
+}
+#: New trades in the order given (their ids are the trade feed's order).
+_INSERT_TRADES = text(
+    "INSERT INTO gateway.trades ({names}) SELECT {names} FROM unnest({arrays}) "
+    "WITH ORDINALITY AS t({names}, n) ORDER BY t.n "
+    "ON CONFLICT (trade_id, order_id) DO NOTHING".format(
+        names=", ".join(_TRADE_TYPES),
+        arrays=", ".join(f"CAST(:{n} AS {kind}[])" for n, kind in _TRADE_TYPES.items()),
+    )
+)
+_TRADE_KEYS = text(
+    "SELECT trade_id, order_id FROM gateway.trades WHERE trade_id = ANY(CAST(:ids AS text[]))"
+)
+
+
+def _columns(rows: Sequence[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    return {name: [row[name] for row in rows] for name in names}
 
 
 def _side(value: object) -> str:
@@ -180,16 +217,10 @@ class ViewUpdater:
             return
         pushes = self._pushes(session)
         if batch.new_trades:
-            await session.execute(
-                pg_insert(trades)
-                .values(batch.new_trades)
-                .on_conflict_do_nothing(index_elements=[trades.c.trade_id, trades.c.order_id])
-            )
+            await session.execute(_INSERT_TRADES, _columns(batch.new_trades, _TRADE_TYPES))
         if batch.dirty:
-            await session.execute(
-                _write_order,
-                [{f"b_{k}": batch.rows[oid][k] for k in _WRITTEN} for oid in sorted(batch.dirty)],
-            )
+            changed = [batch.rows[oid] for oid in sorted(batch.dirty)]
+            await session.execute(_WRITE_ORDERS, _columns(changed, _WRITTEN))
         if await hooks.enqueue(session, batch.events):
             pushes.webhooks = True
         if self._notify_channel is not None:
@@ -269,8 +300,7 @@ class ViewUpdater:
         wanted = order_ids - batch.rows.keys() - batch.absent
         if not wanted:
             return
-        result = await session.execute(select(orders).where(orders.c.order_id.in_(wanted)))
-        for row in result:
+        for row in await repo.get_orders_by_ids(session, wanted):
             batch.rows[row.order_id] = dict(row._mapping)
         batch.absent |= wanted - batch.rows.keys()
 
@@ -279,9 +309,7 @@ class ViewUpdater:
         wanted = trade_ids - batch.checked_trades
         if not wanted:
             return
-        result = await session.execute(
-            select(trades.c.trade_id, trades.c.order_id).where(trades.c.trade_id.in_(wanted))
-        )
+        result = await session.execute(_TRADE_KEYS, {"ids": sorted(wanted)})
         batch.trade_keys |= {(r.trade_id, r.order_id) for r in result}
         batch.checked_trades |= wanted
 

@@ -274,17 +274,33 @@ async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> se
     return {row.order_id for row in result}
 
 
+_ORDER_FIELDS = ", ".join(c.name for c in orders.columns)
+#: Lookups by many keys with one statement text whatever their number (an expanding IN is
+#: compiled, and prepared by PostgreSQL, anew for every count of keys).
+_ORDERS_BY_CLIENT_IDS = text(
+    f"SELECT {_ORDER_FIELDS} FROM gateway.orders "
+    "WHERE partner_id = :partner_id AND client_order_id = ANY(CAST(:ids AS text[]))"
+)
+_ORDERS_BY_IDS = text(
+    f"SELECT {_ORDER_FIELDS} FROM gateway.orders WHERE order_id = ANY(CAST(:ids AS text[]))"
+)
+
+
 async def get_orders_by_client_ids(
     session: AsyncSession, partner_id: str, client_order_ids: set[str]
 ) -> dict[str, Row[Any]]:
     if not client_order_ids:
         return {}
     result = await session.execute(
-        select(orders).where(
-            orders.c.partner_id == partner_id, orders.c.client_order_id.in_(client_order_ids)
-        )
+        _ORDERS_BY_CLIENT_IDS, {"partner_id": partner_id, "ids": sorted(client_order_ids)}
     )
     return {row.client_order_id: row for row in result}
+
+
+async def get_orders_by_ids(session: AsyncSession, order_ids: set[str]) -> list[Row[Any]]:
+    if not order_ids:
+        return []
+    return list(await session.execute(_ORDERS_BY_IDS, {"ids": sorted(order_ids)}))
 
 
 async def get_order_by_client_id(
