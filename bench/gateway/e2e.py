@@ -684,24 +684,25 @@ async def main(args: argparse.Namespace) -> None:
 
             await open_loop(args.latency_seconds, rate, timed_healthz)
             print(f"- baseline GET /healthz offered at {rate:g}/s: {describe(base)}")
-            before = set(tracker.sent)
-            errors = client.errors
-            await open_loop(args.latency_seconds, rate, client.single)
-            ids = [i for i in tracker.sent if i not in before]
-            await tracker.wait_final(ids)
-            e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
-            acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
-            print(
-                f"- single orders offered at {rate:g}/s ({len(ids)} accepted, "
-                f"{client.errors - errors} refused):"
-            )
-            print(f"    202:   {describe(acks)}")
-            print(f"    final: {describe(e2e)}")
-            print(f"    {await stages(listener, tracker, ids)}")
-            print(
-                "    p99 final / p99 bare round trip: "
-                f"{pct(e2e, 0.99) / max(pct(base, 0.99), 1e-9):.1f}×"
-            )
+            if args.latency_single:
+                before = set(tracker.sent)
+                errors = client.errors
+                await open_loop(args.latency_seconds, rate, client.single)
+                ids = [i for i in tracker.sent if i not in before]
+                await tracker.wait_final(ids)
+                e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
+                acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
+                print(
+                    f"- single orders offered at {rate:g}/s ({len(ids)} accepted, "
+                    f"{client.errors - errors} refused):"
+                )
+                print(f"    202:   {describe(acks)}")
+                print(f"    final: {describe(e2e)}")
+                print(f"    {await stages(listener, tracker, ids)}")
+                print(
+                    "    p99 final / p99 bare round trip: "
+                    f"{pct(e2e, 0.99) / max(pct(base, 0.99), 1e-9):.1f}×"
+                )
             if args.batch_rate_size:
                 await quiesce(listener, prefix)
                 size = args.batch_rate_size
@@ -755,6 +756,12 @@ if __name__ == "__main__":
         "--batch-rate-size", type=int, default=20, help="also offer the rate as batches (0: no)"
     )
     parser.add_argument("--members", type=int, default=20)
+    parser.add_argument(
+        "--latency-single",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer single orders at each rate too",
+    )
     parser.add_argument(
         "--warmup-seconds", type=float, default=4, help="of batches, before ANALYZE"
     )

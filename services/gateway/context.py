@@ -15,6 +15,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.clients import Downstream
 from services.gateway.consumers import ViewUpdater
 from services.gateway.idempotency import IdempotencyStore
+from services.gateway.order_writes import OrderWrites
 from services.gateway.orders import OrderService
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.refdata import ReferenceData
@@ -68,7 +69,12 @@ class Gateway:
             timeout=settings.downstream_timeout_seconds,
         )
         self.refdata = ReferenceData(self.downstream)
-        self.orders = OrderService(self.refdata, self.runtime.outbox)
+        self.order_writes = OrderWrites(
+            settings.database_url, max_connections=settings.db_pool_size
+        )
+        self.orders = OrderService(
+            self.refdata, self.runtime.outbox, self.sessions, self.order_writes
+        )
         self.hub = Hub()
         self.hub.depth_source = self._depth
         self.webhooks = WebhookDeliverer(settings, self.sessions, self.auth.box)
@@ -114,6 +120,7 @@ class Gateway:
         self._tasks = []
         await self.webhooks.stop()
         await self.downstream.close()
+        await self.order_writes.close()
 
     async def _load_reference_data(self) -> None:
         """Products from custody and the business date from clearing, retried until done."""

@@ -2,14 +2,15 @@
 custody, written in one transaction; cancels and amends the same way."""
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway import repositories as repo
+from services.gateway.order_writes import OrderWrites
 from services.gateway.refdata import ReferenceData
 from services.gateway.schemas import OrderCreate
 from shared.clock import rfc3339, utc_now
@@ -86,9 +87,17 @@ def _same_content(row: Any, body: OrderCreate) -> bool:
 
 
 class OrderService:
-    def __init__(self, refdata: ReferenceData, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        refdata: ReferenceData,
+        outbox: Outbox,
+        sessions: Callable[[], async_sessionmaker[AsyncSession]],
+        writes: OrderWrites,
+    ) -> None:
         self.refdata = refdata
         self.outbox = outbox
+        self._sessions = sessions
+        self.writes = writes
 
     async def validate(self, session: AsyncSession, partner_id: str, body: OrderCreate) -> None:
         """The static checks, in a fixed order; the first failure is the answer."""
@@ -131,71 +140,83 @@ class OrderService:
                     "the product's risk level exceeds the member's tolerance",
                 )
 
-    async def place(
-        self, session: AsyncSession, partner_id: str, body: OrderCreate
-    ) -> tuple[int, dict[str, Any]]:
+    async def place(self, partner_id: str, body: OrderCreate) -> tuple[int, dict[str, Any]]:
         """(202, the new order) or (200, the original order of this client_order_id);
         a static check that fails raises its problem."""
-        result = (await self.place_many(session, partner_id, [body]))[0]
+        result = (await self.place_many(partner_id, [body]))[0]
         if isinstance(result, ProblemError):
             raise result
         return result
 
     async def place_many(
-        self, session: AsyncSession, partner_id: str, bodies: Sequence[OrderCreate]
+        self, partner_id: str, bodies: Sequence[OrderCreate]
     ) -> list[tuple[int, dict[str, Any]] | ProblemError]:
-        """Each order's answer, in order, in a handful of statements whatever their number:
-        one read of earlier client_order_ids, one multi-row insert, one outbox write."""
-        earlier = await repo.get_orders_by_client_ids(
-            session, partner_id, {b.client_order_id for b in bodies}
-        )
-        business_date = await self.refdata.business_date(session)
-        now = utc_now()
-        results: list[tuple[int, dict[str, Any]] | ProblemError] = []
+        """Each order's answer, in order. A client_order_id used before (by an earlier
+        request or earlier in this batch) answers with its order, whatever the checks say
+        now; otherwise the static checks decide. The new orders and their commands are
+        written in one statement; looking up earlier orders is needed only when an order
+        fails a check or loses its client_order_id to another request."""
         fresh: dict[str, tuple[OrderCreate, dict[str, Any]]] = {}  # by client_order_id
-        for body in bodies:
-            try:
-                if body.client_order_id in earlier:
-                    results.append(self._duplicate(earlier[body.client_order_id], body))
-                    continue
+        failed: dict[int, ProblemError] = {}
+        repeats: set[int] = set()  # a client_order_id already fresh earlier in this batch
+        # Reference data is cached in memory; the session reads the database only to
+        # refresh it, and opens no connection otherwise.
+        async with self._sessions()() as session, session.begin():
+            business_date = await self.refdata.business_date(session)
+            now = utc_now()
+            for i, body in enumerate(bodies):
                 if body.client_order_id in fresh:
-                    _, values = fresh[body.client_order_id]
-                    results.append(self._duplicate(SimpleNamespace(**values), body))
+                    repeats.add(i)
                     continue
-                await self.validate(session, partner_id, body)
+                try:
+                    await self.validate(session, partner_id, body)
+                except ProblemError as problem:
+                    failed[i] = problem
+                    continue
+                fresh[body.client_order_id] = (
+                    body,
+                    self._values(partner_id, body, now, business_date),
+                )
+        inserted: set[str] = set()
+        if fresh:
+            # Sorted, so two batches sharing client_order_ids wait for each other, never deadlock.
+            ordered = sorted(fresh.values(), key=lambda item: item[0].client_order_id)
+            commands = self.outbox.envelopes(
+                [
+                    Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(self._submit(partner_id, b, v)))
+                    for b, v in ordered
+                ],
+                command_stream(str(ordered[0][1]["order_id"])),
+            )
+            inserted = await self.writes.insert(
+                [v for _, v in ordered], commands, routing_key=ORDER_SUBMIT
+            )
+        lost = {cid for cid, (_, v) in fresh.items() if v["order_id"] not in inserted}
+        wanted = lost | {bodies[i].client_order_id for i in failed}
+        earlier = {
+            cid: row
+            for cid, row in (await self.writes.by_client_ids(partner_id, wanted)).items()
+            if row.order_id not in inserted  # not the one this batch just wrote
+        }
+        results: list[tuple[int, dict[str, Any]] | ProblemError] = []
+        for i, body in enumerate(bodies):
+            cid = body.client_order_id
+            try:
+                if cid in earlier:
+                    results.append(self._duplicate(earlier[cid], body))
+                elif i in failed:
+                    results.append(failed[i])
+                elif i in repeats:
+                    results.append(self._duplicate(SimpleNamespace(**fresh[cid][1]), body))
+                else:
+                    results.append((202, order_resource(SimpleNamespace(**fresh[cid][1]))))
             except ProblemError as problem:
                 results.append(problem)
-                continue
-            values = self._values(partner_id, body, business_date, now)
-            fresh[body.client_order_id] = (body, values)
-            results.append((202, order_resource(SimpleNamespace(**values))))
-        if not fresh:
-            return results
-        # Sorted, so two batches sharing client_order_ids wait for each other, never deadlock.
-        rows = sorted((v for _, v in fresh.values()), key=lambda v: str(v["client_order_id"]))
-        inserted = await repo.insert_orders(session, rows)
-        lost = {cid for cid, (_, v) in fresh.items() if v["order_id"] not in inserted}
-        if lost:
-            # Concurrent twins won these client_order_ids: answer with their orders.
-            winners = await repo.get_orders_by_client_ids(session, partner_id, lost)
-            for i, (body, result) in enumerate(zip(bodies, results, strict=True)):
-                if body.client_order_id in lost and isinstance(result, tuple):
-                    try:
-                        results[i] = self._duplicate(winners[body.client_order_id], body)
-                    except ProblemError as problem:
-                        results[i] = problem
-        drafts = [
-            Draft(ORDER_SUBMIT, ORDER_SUBMIT, dict(self._submit(partner_id, body, values)))
-            for cid, (body, values) in fresh.items()
-            if cid not in lost
-        ]
-        if drafts:
-            first = str(drafts[0].payload["order_id"])
-            await self.outbox.add(session, drafts, stream=command_stream(first))
         return results
 
+    @staticmethod
     def _values(
-        self, partner_id: str, body: OrderCreate, business_date: date | None, now: datetime
+        partner_id: str, body: OrderCreate, now: datetime, business_date: date | None
     ) -> dict[str, Any]:
         return {
             "order_id": new_id("o"),

@@ -234,70 +234,15 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> bool:
     return row is not None
 
 
-_ORDER_COLUMNS = (
-    ("order_id", "text"),
-    ("partner_id", "text"),
-    ("client_order_id", "text"),
-    ("member_id", "text"),
-    ("instrument", "text"),
-    ("side", "text"),
-    ("price_fen", "bigint"),
-    ("quantity", "bigint"),
-    ("filled_quantity", "bigint"),
-    ("filled_amount_fen", "bigint"),
-    ("fees_fen", "bigint"),
-    ("time_in_force", "text"),
-    ("status", "text"),
-    ("reject_reason", "text"),
-    ("cancel_reason", "text"),
-    ("business_date", "date"),
-    ("created_at", "timestamptz"),
-    ("updated_at", "timestamptz"),
-)
-#: One statement text for any number of orders (a multi-row VALUES is compiled anew for
-#: every row count); rows are inserted in the order given (the caller's lock order).
-_INSERT_ORDERS = text(
-    "INSERT INTO gateway.orders ({names}) SELECT {names} FROM unnest({arrays}) "
-    "WITH ORDINALITY AS r({names}, n) ORDER BY r.n "
-    "ON CONFLICT (partner_id, client_order_id) DO NOTHING RETURNING order_id".format(
-        names=", ".join(name for name, _ in _ORDER_COLUMNS),
-        arrays=", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ORDER_COLUMNS),
-    )
-)
-
-
-async def insert_orders(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert order views; the ids inserted (a client_order_id already used is skipped)."""
-    result = await session.execute(
-        _INSERT_ORDERS, {name: [row[name] for row in rows] for name, _ in _ORDER_COLUMNS}
-    )
-    return {row.order_id for row in result}
-
-
 _ORDER_FIELDS = ", ".join(c.name for c in orders.columns)
-#: Lookups by many keys with one statement text whatever their number (an expanding IN is
-#: compiled, and prepared by PostgreSQL, anew for every count of keys).
-_ORDERS_BY_CLIENT_IDS = text(
-    f"SELECT {_ORDER_FIELDS} FROM gateway.orders "
-    "WHERE partner_id = :partner_id AND client_order_id = ANY(CAST(:ids AS text[]))"
-)
 _ORDERS_BY_IDS = text(
     f"SELECT {_ORDER_FIELDS} FROM gateway.orders WHERE order_id = ANY(CAST(:ids AS text[]))"
 )
 
 
-async def get_orders_by_client_ids(
-    session: AsyncSession, partner_id: str, client_order_ids: set[str]
-) -> dict[str, Row[Any]]:
-    if not client_order_ids:
-        return {}
-    result = await session.execute(
-        _ORDERS_BY_CLIENT_IDS, {"partner_id": partner_id, "ids": sorted(client_order_ids)}
-    )
-    return {row.client_order_id: row for row in result}
-
-
 async def get_orders_by_ids(session: AsyncSession, order_ids: set[str]) -> list[Row[Any]]:
+    """Orders by id, with one statement text whatever their number (an expanding IN is
+    compiled, and prepared by PostgreSQL, anew for every count of ids)."""
     if not order_ids:
         return []
     return list(await session.execute(_ORDERS_BY_IDS, {"ids": sorted(order_ids)}))

@@ -93,19 +93,7 @@ class Outbox:
         if not drafts:
             return []
         stream_name = stream or self.producer
-        correlation_id = correlation_id_var.get()
-        drafted = [
-            Envelope(
-                message_id=draft.message_id or str(uuid7()),
-                type=draft.type,
-                producer=self.producer,
-                stream=stream_name,
-                sequence=-1,
-                payload=draft.payload,
-                correlation_id=draft.correlation_id or correlation_id,
-            )
-            for draft in drafts
-        ]
+        drafted = self.envelopes(drafts, stream_name)
         sequences = (
             (
                 await session.execute(
@@ -117,7 +105,7 @@ class Outbox:
                         "message_ids": [e.message_id for e in drafted],
                         "routing_keys": [d.routing_key for d in drafts],
                         "types": [e.type for e in drafted],
-                        "bodies": [e.encode().decode() for e in drafted],
+                        "bodies": [placeholder_body(e) for e in drafted],
                     },
                 )
             )
@@ -129,6 +117,31 @@ class Outbox:
             dataclasses.replace(envelope, sequence=first + offset)
             for offset, envelope in enumerate(drafted)
         ]
+
+
+    def envelopes(self, drafts: Sequence[Draft], stream: str) -> list[Envelope]:
+        """The drafts as envelopes of a stream, their sequence still the placeholder -1
+        (the outbox statement allocates the real ones)."""
+        correlation_id = correlation_id_var.get()
+        return [
+            Envelope(
+                message_id=draft.message_id or str(uuid7()),
+                type=draft.type,
+                producer=self.producer,
+                stream=stream,
+                sequence=-1,
+                payload=draft.payload,
+                correlation_id=draft.correlation_id or correlation_id,
+            )
+            for draft in drafts
+        ]
+
+
+def placeholder_body(envelope: Envelope) -> str:
+    """The envelope's JSON with the placeholder sequence that the outbox statement replaces
+    with the allocated one (``"sequence":-1``, the first such text: it precedes the payload)."""
+    assert envelope.sequence == -1
+    return envelope.encode().decode()
 
 
 class OutboxRelay:

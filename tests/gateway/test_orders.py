@@ -149,6 +149,31 @@ async def test_client_order_id_repeat_and_conflict(stack: Stack) -> None:
     assert theirs.status_code == 202
 
 
+async def test_a_repeat_answers_with_its_order_even_when_the_checks_now_refuse(
+    stack: Stack,
+) -> None:
+    partner, member, code = await setup(stack)
+    body = order(member, code)
+    first = await partner.post("/v1/orders", body)
+    assert first.status_code == 202
+    halt = await stack.http.post(f"/v1/admin/instruments/{code}/halt", headers=stack.admin_headers)
+    assert halt.status_code == 200
+    fresh = await partner.post("/v1/orders", order(member, code))
+    assert (fresh.status_code, fresh.json()["code"]) == (422, "INSTRUMENT_NOT_TRADING")
+    again = await partner.post("/v1/orders", body)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    changed = await partner.post("/v1/orders", {**body, "quantity": 40})
+    assert (changed.status_code, changed.json()["code"]) == (409, "DUPLICATE_CLIENT_ORDER_ID")
+    batch = await partner.post(
+        "/v1/orders/batch", {"orders": [order(member, code), body, {**body, "quantity": 40}]}
+    )
+    results = batch.json()["results"]
+    assert results[0]["code"] == "INSTRUMENT_NOT_TRADING"
+    assert results[1] == first.json()
+    assert results[2]["code"] == "DUPLICATE_CLIENT_ORDER_ID"
+
+
 async def test_twenty_concurrent_identical_orders_make_one_order(
     stack: Stack, engine: AsyncEngine
 ) -> None:

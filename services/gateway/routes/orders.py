@@ -48,16 +48,14 @@ UNSETTLED_RECHECK_SECONDS = 2.0
 async def place_order(body: OrderCreate, gw: Gw, partner: Partner) -> Response:
     """Submit a limit order. Static checks answer at once (422/404); balance checks follow
     the 202 and end the order ``rejected``."""
-    async with gw.sessions()() as session, session.begin():
-        status, order = await gw.orders.place(session, partner.partner_id, body)
+    status, order = await gw.orders.place(partner.partner_id, body)
     return json_response(order, status)
 
 
 @router.post("/v1/orders/batch", status_code=202, response_model=BatchResult)
 async def place_orders(body: OrderBatch, gw: Gw, partner: Partner) -> Response:
     """Up to 100 orders; each result is the order or its problem, in order."""
-    async with gw.sessions()() as session, session.begin():
-        answers = await gw.orders.place_many(session, partner.partner_id, body.orders)
+    answers = await gw.orders.place_many(partner.partner_id, body.orders)
     results = [a.to_dict() if isinstance(a, ProblemError) else a[1] for a in answers]
     return json_response({"results": results}, 202)
 
