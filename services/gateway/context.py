@@ -198,3 +198,9 @@ def get_gateway(request: Request) -> Gateway:
     gateway = request.app.state.gateway
     assert isinstance(gateway, Gateway)
     return gateway
+
+
+async def gateway_dependency(request: Request) -> Gateway:
+    """``get_gateway`` for ``Depends``: FastAPI runs a plain function dependency in a worker
+    thread, on every request."""
+    return get_gateway(request)

@@ -6,6 +6,7 @@ the cache does not know yet is fetched from custody on first use. Members are ca
 the first time they are seen (their partner, qualification and risk tolerance).
 """
 
+import asyncio
 import logging
 import re
 import time
@@ -102,6 +103,7 @@ class ReferenceData:
         self._instruments: dict[str, tuple[float, InstrumentRules]] = {}
         self._members: dict[str, MemberInfo] = {}
         self._business_date: tuple[float, date | None] | None = None
+        self._refreshing = asyncio.Lock()
 
     def forget_instrument(self, code: str) -> None:
         """Drop a product's in-process copy; "" drops the business date's."""
@@ -111,24 +113,35 @@ class ReferenceData:
             self._business_date = None
 
     async def business_date(self, session: AsyncSession) -> date | None:
-        now = time.monotonic()
-        if self._business_date is not None and self._business_date[0] > now:
-            return self._business_date[1]
-        value = await repo.get_business_date(session)
-        self._business_date = (now + self._ttl, value)
-        return value
+        cached = self._business_date
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        # One refresh at a time: the requests that found the copy stale together wait for
+        # it rather than each reading the database (and opening a connection) at once.
+        async with self._refreshing:
+            cached = self._business_date
+            now = time.monotonic()
+            if cached is not None and cached[0] > now:
+                return cached[1]
+            value = await repo.get_business_date(session)
+            self._business_date = (now + self._ttl, value)
+            return value
 
     async def instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
         if not _CODE.match(code):
             return None
-        now = time.monotonic()
         cached = self._instruments.get(code)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        rules = await self._instrument(session, code)
-        if rules is not None:
-            self._instruments[code] = (now + self._ttl, rules)
-        return rules
+        async with self._refreshing:
+            cached = self._instruments.get(code)
+            now = time.monotonic()
+            if cached is not None and cached[0] > now:
+                return cached[1]
+            rules = await self._instrument(session, code)
+            if rules is not None:
+                self._instruments[code] = (now + self._ttl, rules)
+            return rules
 
     async def _instrument(self, session: AsyncSession, code: str) -> InstrumentRules | None:
         row = await repo.get_instrument(session, code)

@@ -8,10 +8,10 @@ import orjson
 from fastapi import Depends, Path, Query, Request, Response
 
 from services.gateway.auth import PartnerPrincipal, StaffPrincipal, require_partner, require_staff
-from services.gateway.context import Gateway, get_gateway
+from services.gateway.context import Gateway, gateway_dependency
 from services.gateway.schemas import Problem
 
-Gw = Annotated[Gateway, Depends(get_gateway)]
+Gw = Annotated[Gateway, Depends(gateway_dependency)]
 Partner = Annotated[PartnerPrincipal, Depends(require_partner)]
 Admin = Annotated[StaffPrincipal, Depends(require_staff())]
 Operator = Annotated[StaffPrincipal, Depends(require_staff("operator"))]
