@@ -87,13 +87,24 @@ class Inbox:
             RETURNING message_id
             """
         )
+        # Every stream of a batch in one statement each (a batch of commands from the
+        # gateway spans dozens of its command streams): rows taken in stream order.
         self._reach = text(
             f"""
             INSERT INTO {self.schema}.inbox_stream AS s (consumer, stream, contiguous_upto, highest_seen)
-            VALUES (:consumer, :stream, 0, :highest)
+            SELECT :consumer, u.stream, 0, u.highest
+            FROM unnest(CAST(:streams AS text[]), CAST(:highest AS bigint[])) AS u(stream, highest)
+            ORDER BY u.stream
             ON CONFLICT (consumer, stream) DO UPDATE SET
                 highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen)
-            RETURNING contiguous_upto, highest_seen
+            RETURNING stream, contiguous_upto, highest_seen
+            """
+        )
+        self._advance_many = text(
+            f"""
+            UPDATE {self.schema}.inbox_stream s SET contiguous_upto = u.upto
+            FROM unnest(CAST(:streams AS text[]), CAST(:uptos AS bigint[])) AS u(stream, upto)
+            WHERE s.consumer = :consumer AND s.stream = u.stream
             """
         )
         self._next_recorded = text(
@@ -157,31 +168,49 @@ class Inbox:
                 by_stream.setdefault(envelope.stream, set()).add(envelope.sequence)
             else:
                 fresh.append(False)
-        for stream in sorted(by_stream):
-            await self._track_many(session, stream, by_stream[stream])
+        if by_stream:
+            await self._track_many(session, by_stream)
         return fresh
 
-    async def _track_many(self, session: AsyncSession, stream: str, sequences: set[int]) -> None:
-        params = {"consumer": self.consumer, "stream": stream, "highest": max(sequences)}
-        contiguous, highest = (await session.execute(self._reach, params)).one()
-        upto = contiguous
-        while upto < highest:
-            if upto + 1 in sequences:
+    async def _track_many(self, session: AsyncSession, by_stream: dict[str, set[int]]) -> None:
+        """Advance each stream's contiguous position over the sequences just recorded."""
+        streams = sorted(by_stream)
+        reached = await session.execute(
+            self._reach,
+            {
+                "consumer": self.consumer,
+                "streams": streams,
+                "highest": [max(by_stream[s]) for s in streams],
+            },
+        )
+        advanced: dict[str, int] = {}
+        for stream, contiguous, highest in reached.all():
+            sequences = by_stream[stream]
+            upto = contiguous
+            while upto < highest:
+                if upto + 1 in sequences:
+                    upto += 1
+                    continue
+                # A gap in this batch: a message recorded earlier may close part of it.
+                recorded = (
+                    await session.execute(
+                        self._next_recorded,
+                        {"consumer": self.consumer, "stream": stream, "sequence": upto + 1},
+                    )
+                ).first()
+                if recorded is None:
+                    break
                 upto += 1
-                continue
-            # A gap in this batch: a message recorded earlier may close part of it.
-            recorded = (
-                await session.execute(
-                    self._next_recorded,
-                    {"consumer": self.consumer, "stream": stream, "sequence": upto + 1},
-                )
-            ).first()
-            if recorded is None:
-                break
-            upto += 1
-        if upto != contiguous:
+            if upto != contiguous:
+                advanced[stream] = upto
+        if advanced:
             await session.execute(
-                self._advance, {"consumer": self.consumer, "stream": stream, "upto": upto}
+                self._advance_many,
+                {
+                    "consumer": self.consumer,
+                    "streams": list(advanced),
+                    "uptos": list(advanced.values()),
+                },
             )
 
     async def _track(self, session: AsyncSession, stream: str, sequence: int) -> None:

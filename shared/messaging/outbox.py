@@ -118,7 +118,6 @@ class Outbox:
             for offset, envelope in enumerate(drafted)
         ]
 
-
     def envelopes(self, drafts: Sequence[Draft], stream: str) -> list[Envelope]:
         """The drafts as envelopes of a stream, their sequence still the placeholder -1
         (the outbox statement allocates the real ones)."""
