@@ -33,7 +33,12 @@ def make_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping on every checkout (a round trip before each transaction, on every
+        # message batch's path): a connection that a database restart broke fails its
+        # first statement, SQLAlchemy then discards the whole pool, and the transaction
+        # is retried by its caller (a consumer redelivers; a client retries its request).
+        pool_pre_ping=False,
+        pool_recycle=3600,
         pool_timeout=10,
         connect_args={
             "server_settings": {"application_name": application_name},

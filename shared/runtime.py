@@ -105,7 +105,6 @@ class ServiceRuntime:
         )
         self.broker.start()
         self._relay = OutboxRelay(
-            self.engine,
             self.schema,
             self.broker,
             database_url=settings.database_url,

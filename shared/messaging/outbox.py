@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import asyncpg_dsn, check_identifier
 from shared.faults import crash_point
@@ -144,11 +145,16 @@ def placeholder_body(envelope: Envelope) -> str:
 
 
 class OutboxRelay:
-    """Publishes unsent outbox rows in id order, in batches, and marks them sent."""
+    """Publishes unsent outbox rows in id order, in batches, and marks them sent.
+
+    It works on a plain connection of its own, two round trips a batch: the batch is read
+    together with taking the schema's relay lock (a session advisory lock, so one relay
+    publishes at a time and a relay that dies releases it with its connection), and marked
+    sent together with releasing it. Rows are not locked: only the lock holder publishes.
+    """
 
     def __init__(
         self,
-        engine: AsyncEngine,
         schema: str,
         broker: Broker,
         *,
@@ -158,7 +164,6 @@ class OutboxRelay:
         bundle_size: int = 200,
     ) -> None:
         self.schema = check_identifier(schema)
-        self._engine = engine
         self._broker = broker
         self._dsn = asyncpg_dsn(database_url)
         self._batch_size = batch_size
@@ -166,25 +171,31 @@ class OutboxRelay:
         self._bundle_size = bundle_size
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # The relay's advisory lock and its batch in one round trip: the CTE holds a
-        # volatile function, so PostgreSQL evaluates it once, before the rows are read; when
-        # another relay holds the lock, no row is returned (and none is locked).
-        self._select = text(
-            f"""
+        self._conn: asyncpg.Connection | None = None
+        self._key = f"outbox-relay:{self.schema}"
+        # The CTE holds a volatile function, so PostgreSQL evaluates it once, before the rows
+        # are read; the first row says whether the lock was taken (then held on return, with
+        # or without rows), and when another relay holds it no row of the outbox is read.
+        self._select = f"""
             WITH relay_lock AS MATERIALIZED (
-                SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS held
+                SELECT pg_try_advisory_lock(hashtext($1)) AS held
+            ), batch AS (
+                SELECT id, message_id, stream, sequence, routing_key, message_type,
+                       correlation_id, body
+                FROM {self.schema}.outbox
+                WHERE published_at IS NULL AND (SELECT held FROM relay_lock)
+                ORDER BY id
+                LIMIT $2
             )
-            SELECT id, message_id, stream, sequence, routing_key, message_type, correlation_id, body
-            FROM {self.schema}.outbox
-            WHERE published_at IS NULL AND (SELECT held FROM relay_lock)
-            ORDER BY id
-            LIMIT :limit
-            FOR UPDATE SKIP LOCKED
+            SELECT l.held, b.* FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
             """
-        )
-        self._mark = text(
-            f"UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY(:ids)"
-        )
+        self._mark = f"""
+            WITH marked AS (
+                UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($2::bigint[])
+            )
+            SELECT pg_advisory_unlock(hashtext($1))
+            """
+        self._unlock = "SELECT pg_advisory_unlock(hashtext($1))"
 
     def start(self) -> None:
         self._tasks = [
@@ -197,31 +208,32 @@ class OutboxRelay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.close()
 
     async def publish_batch(self) -> int:
-        """Publish one batch; returns how many messages it published."""
-        async with self._engine.connect() as conn, conn.begin():
-            rows = (
-                await conn.execute(
-                    self._select,
-                    {"key": f"outbox-relay:{self.schema}", "limit": self._batch_size},
-                )
-            ).all()
-            if not rows:
+        """Publish one batch; returns how many messages it published (0 also when another
+        relay holds the lock)."""
+        conn = await self._connection()
+        try:
+            rows = await conn.fetch(self._select, self._key, self._batch_size)
+            if not rows[0]["held"]:
+                return 0
+            if rows[0]["id"] is None:
+                await conn.fetchval(self._unlock, self._key)
                 return 0
             crash_point("relay_before_publish")
             await self._broker.publish(
                 bundle(
                     [
                         OutgoingMessage(
-                            routing_key=row.routing_key,
-                            body=bytes(row.body),
-                            message_id=str(row.message_id),
-                            type=row.message_type,
-                            correlation_id=row.correlation_id,
+                            routing_key=row["routing_key"],
+                            body=bytes(row["body"]),
+                            message_id=str(row["message_id"]),
+                            type=row["message_type"],
+                            correlation_id=row["correlation_id"],
                             producer=self.schema,
-                            stream=row.stream,
-                            sequence=row.sequence,
+                            stream=row["stream"],
+                            sequence=row["sequence"],
                         )
                         for row in rows
                     ],
@@ -229,9 +241,31 @@ class OutboxRelay:
                 )
             )
             crash_point("relay_after_publish")
-            await conn.execute(self._mark, {"ids": [row.id for row in rows]})
+            await conn.fetchval(self._mark, self._key, [row["id"] for row in rows])
+        except BaseException:
+            # The lock may be held: the connection goes with it.
+            await self._discard()
+            raise
         OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, server_settings={"application_name": f"{self.schema}-relay"}
+            )
+        return self._conn
+
+    async def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def close(self) -> None:
+        """Close the relay's connection (and so release its lock, were it held)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
     async def _run(self) -> None:
         await self._broker.wait_connected()

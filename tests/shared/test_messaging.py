@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from shared.db import make_session_factory
+from shared.db import asyncpg_dsn, make_session_factory
 from shared.ids import uuid7
 from shared.logging import correlation_id_var
 from shared.messaging.broker import Broker, OutgoingMessage
@@ -96,6 +97,18 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     return code
 
 
+async def publish_all(broker: Broker) -> list[int]:
+    """Run a relay until the outbox is empty; the size of each batch it published."""
+    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
+    try:
+        counts = [await relay.publish_batch()]
+        while counts[-1]:
+            counts.append(await relay.publish_batch())
+        return counts
+    finally:
+        await relay.close()
+
+
 async def start_consumer(engine: AsyncEngine, broker: Broker) -> InboxConsumer:
     consumer = InboxConsumer(
         name="harness",
@@ -113,9 +126,7 @@ async def test_outbox_messages_reach_the_consumer_once_in_order(
 ) -> None:
     envelopes = await write_outbox(msg_engine, 50)
     assert [e.sequence for e in envelopes] == list(range(1, 51))
-    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
-    assert await relay.publish_batch() == 50
-    assert await relay.publish_batch() == 0
+    assert await publish_all(broker) == [50, 0]
     consumer = await start_consumer(msg_engine, broker)
     try:
 
@@ -132,6 +143,31 @@ async def test_outbox_messages_reach_the_consumer_once_in_order(
             assert await inbox.gaps(session) == []
     finally:
         await consumer.stop()
+
+
+async def test_only_the_relay_holding_the_lock_publishes(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    """Another relay mid-batch (holding the schema's relay lock) keeps this one from
+    publishing anything; once that relay's connection is gone, this one publishes it all."""
+    envelopes = await write_outbox(msg_engine, 7)
+    other = await asyncpg.connect(asyncpg_dsn(env.DATABASE_URL))
+    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
+    try:
+        taken = await other.fetchval(
+            "SELECT pg_try_advisory_lock(hashtext($1))", f"outbox-relay:{SCHEMA}"
+        )
+        assert taken
+        assert await relay.publish_batch() == 0
+        assert await queue_depth(broker.topology.queue_name(QUEUE)) == 0
+        await other.close()  # the other relay dies: its lock goes with its connection
+        assert await relay.publish_batch() == len(envelopes)
+        assert await relay.publish_batch() == 0
+        assert await queue_depth(broker.topology.queue_name(QUEUE)) == 1  # one bundle
+    finally:
+        await relay.close()
+        if not other.is_closed():
+            await other.close()
 
 
 @pytest.mark.slow
@@ -176,8 +212,7 @@ async def test_consumer_killed_after_commit_before_ack_applies_once(
     msg_engine: AsyncEngine, broker: Broker
 ) -> None:
     envelopes = await write_outbox(msg_engine, 10)
-    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
-    assert await relay.publish_batch() == 10
+    assert await publish_all(broker) == [10, 0]
 
     crashed = run_harness("consume", crash_at="consumer_after_commit")
     assert await wait_exit(crashed) == -signal.SIGKILL
@@ -239,8 +274,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
 ) -> None:
     poison = (await write_outbox(msg_engine, 1, poison=True))[0]
     healthy = await write_outbox(msg_engine, 5)
-    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
-    assert await relay.publish_batch() == 6
+    assert await publish_all(broker) == [6, 0]
     consumer = await start_consumer(msg_engine, broker)
     dlq = broker.topology.dead_letter_queue_name(QUEUE)
     try:
@@ -430,8 +464,7 @@ async def test_the_correlation_id_travels_from_the_producer_to_the_consumer(
     finally:
         correlation_id_var.reset(token)
     assert envelopes[0].correlation_id == "req-7f3a"
-    relay = OutboxRelay(msg_engine, SCHEMA, broker, database_url=env.DATABASE_URL)
-    assert await relay.publish_batch() == 1
+    assert await publish_all(broker) == [1, 0]
     consumer = InboxConsumer(
         name="correlation",
         queue=QUEUE,

@@ -32,9 +32,10 @@ async def main(mode: str) -> None:
     broker.start()
     await broker.wait_connected(timeout=20)
     if mode == "relay":
-        relay = OutboxRelay(engine, SCHEMA, broker, database_url=settings.database_url)
+        relay = OutboxRelay(SCHEMA, broker, database_url=settings.database_url)
         while await relay.publish_batch():
             pass
+        await relay.close()
         print("relay drained", flush=True)
     elif mode == "consume":
         consumer = InboxConsumer(
