@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,52 +55,59 @@ _LOCK_PRODUCTS = text(
     """
 )
 
-#: |H ∪ C| per product: the recorded holder count (kept in the same transactions as the
-#: accounts) plus the members with an open buy who hold nothing yet.
-_POSSIBLE_HOLDERS = text(
+#: Everything a batch is decided on, read in one statement after its locks are granted:
+#: |H ∪ C| per product (the recorded holder count, kept in the same transactions as the
+#: accounts, plus the members with an open buy who hold nothing yet); per (member, product)
+#: the member's cash and units accounts with what is available on each, and whether the
+#: member is in H ∪ C of the product; the members; the orders reserved before.
+_BATCH_FACTS = text(
     """
-    SELECT p.code, p.holder_count + (
-        SELECT count(DISTINCT r.member_id) FROM custody.reservations r
-        LEFT JOIN custody.accounts a
-          ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
-        WHERE r.instrument = p.code AND r.side = 'BUY' AND r.status = 'open'
-          AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
-    ) AS possible
-    FROM custody.products p WHERE p.code = ANY(CAST(:codes AS text[]))
+    WITH possible_rows AS (
+        SELECT p.code, p.holder_count + (
+            SELECT count(DISTINCT r.member_id) FROM custody.reservations r
+            LEFT JOIN custody.accounts a
+              ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
+            WHERE r.instrument = p.code AND r.side = 'BUY' AND r.status = 'open'
+              AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
+        ) AS possible
+        FROM custody.products p WHERE p.code = ANY(CAST(:codes AS text[]))
+    ), fact_rows AS (
+        SELECT k.member_id, k.code,
+               cash.id AS cash_id, cash.settled - cash.held - cash.pending_out AS cash_available,
+               units.id AS units_id,
+               units.settled - units.held - units.pending_out AS units_available,
+               coalesce(units.settled > 0 OR units.pending_in > 0, false) OR EXISTS (
+                   SELECT 1 FROM custody.reservations r
+                   WHERE r.member_id = k.member_id AND r.instrument = k.code AND r.side = 'BUY'
+                     AND r.status = 'open'
+               ) AS in_holders_or_candidates
+        FROM unnest(CAST(:pair_members AS text[]), CAST(:pair_codes AS text[]))
+             AS k(member_id, code)
+        LEFT JOIN custody.accounts cash
+          ON cash.owner_kind = 'member' AND cash.owner_id = k.member_id AND cash.asset = 'CNY'
+        LEFT JOIN custody.accounts units
+          ON units.owner_kind = 'member' AND units.owner_id = k.member_id
+         AND units.asset = k.code
+    ), member_rows AS (
+        SELECT member_id, partner_id, qualified, risk_tolerance FROM custody.members
+        WHERE member_id = ANY(CAST(:members AS text[]))
+    )
+    SELECT (SELECT coalesce(json_agg(x), '[]') FROM possible_rows x) AS possible,
+           (SELECT coalesce(json_agg(x), '[]') FROM fact_rows x) AS facts,
+           (SELECT coalesce(json_agg(x), '[]') FROM member_rows x) AS members,
+           ARRAY(SELECT order_id FROM custody.reservations
+                 WHERE order_id = ANY(CAST(:orders AS text[]))) AS seen
     """
 )
 
-#: Per (member, product) of the batch: the member's cash and units accounts with what is
-#: available on each, and whether the member is in H ∪ C of the product.
-_ACCOUNT_FACTS = text(
+#: The batch's holds added to its (locked) accounts and its reservation rows, together.
+_HOLD_AND_RESERVE = text(
     """
-    SELECT k.member_id, k.code,
-           cash.id AS cash_id, cash.settled - cash.held - cash.pending_out AS cash_available,
-           units.id AS units_id,
-           units.settled - units.held - units.pending_out AS units_available,
-           coalesce(units.settled > 0 OR units.pending_in > 0, false) OR EXISTS (
-               SELECT 1 FROM custody.reservations r
-               WHERE r.member_id = k.member_id AND r.instrument = k.code AND r.side = 'BUY'
-                 AND r.status = 'open'
-           ) AS in_holders_or_candidates
-    FROM unnest(CAST(:members AS text[]), CAST(:codes AS text[])) AS k(member_id, code)
-    LEFT JOIN custody.accounts cash
-      ON cash.owner_kind = 'member' AND cash.owner_id = k.member_id AND cash.asset = 'CNY'
-    LEFT JOIN custody.accounts units
-      ON units.owner_kind = 'member' AND units.owner_id = k.member_id AND units.asset = k.code
-    """
-)
-
-_HOLD = text(
-    """
-    UPDATE custody.accounts a SET held = a.held + v.amount
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:amounts AS bigint[])) AS v(id, amount)
-    WHERE a.id = v.id
-    """
-)
-
-_INSERT_RESERVATIONS = text(
-    """
+    WITH hold AS (
+        UPDATE custody.accounts a SET held = a.held + v.amount
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:amounts AS bigint[])) AS v(id, amount)
+        WHERE a.id = v.id
+    )
     INSERT INTO custody.reservations (order_id, member_id, instrument, side, price_fen,
         quantity, remaining, fees_charged, held, account_id, status, created_at)
     SELECT v.order_id, v.member_id, v.instrument, v.side, v.price_fen, v.quantity,
@@ -108,6 +118,10 @@ _INSERT_RESERVATIONS = text(
          AS v(order_id, member_id, instrument, side, price_fen, quantity, held, account_id)
     """
 )
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 @dataclass(slots=True)
@@ -147,38 +161,26 @@ async def submit_many(
     await lock_accounts_of_submits(session, orders)
     codes = sorted({o["instrument"] for o in orders})
     products = {r.code: r for r in await session.execute(_LOCK_PRODUCTS, {"codes": codes})}
-    possible = {
-        r.code: int(r.possible) for r in await session.execute(_POSSIBLE_HOLDERS, {"codes": codes})
-    }
     pairs = sorted({(o["member_id"], o["instrument"]) for o in orders})
-    accounts = {
-        (r.member_id, r.code): r
-        for r in await session.execute(
-            _ACCOUNT_FACTS,
-            {"members": [p[0] for p in pairs], "codes": [p[1] for p in pairs]},
+    facts = (
+        await session.execute(
+            _BATCH_FACTS,
+            {
+                "codes": codes,
+                "pair_members": [p[0] for p in pairs],
+                "pair_codes": [p[1] for p in pairs],
+                "members": sorted({p[0] for p in pairs}),
+                "orders": sorted({o["order_id"] for o in orders}),
+            },
         )
-    }
+    ).one()
+    possible = {r["code"]: int(r["possible"]) for r in _json(facts.possible)}
+    accounts = {(r["member_id"], r["code"]): SimpleNamespace(**r) for r in _json(facts.facts)}
     members = {
-        r.member_id: MemberFacts(r.partner_id, r.qualified, r.risk_tolerance)
-        for r in await session.execute(
-            text(
-                "SELECT member_id, partner_id, qualified, risk_tolerance FROM custody.members "
-                "WHERE member_id = ANY(CAST(:m AS text[]))"
-            ),
-            {"m": sorted({p[0] for p in pairs})},
-        )
+        r["member_id"]: MemberFacts(r["partner_id"], r["qualified"], r["risk_tolerance"])
+        for r in _json(facts.members)
     }
-    seen = set(
-        (
-            await session.execute(
-                text(
-                    "SELECT order_id FROM custody.reservations "
-                    "WHERE order_id = ANY(CAST(:o AS text[]))"
-                ),
-                {"o": sorted({o["order_id"] for o in orders})},
-            )
-        ).scalars()
-    )
+    seen = set(facts.seen)
     available: dict[int, int] = {}
     for row in accounts.values():
         if row.cash_id is not None:
@@ -214,8 +216,8 @@ async def submit_many(
             if not holder_cap_allows(False, possible[code], product.max_holders):
                 reason = "HOLDER_LIMIT_REACHED"
         if reason is None:
-            facts = accounts[key]
-            account = facts.cash_id if side == "BUY" else facts.units_id
+            of_pair = accounts[key]
+            account = of_pair.cash_id if side == "BUY" else of_pair.units_id
             held = required_hold(side, price, quantity, 0, schedule)
             if account is None or available[account] < held:
                 reason = "INSUFFICIENT_FUNDS" if side == "BUY" else "INSUFFICIENT_UNITS"
@@ -245,10 +247,11 @@ async def _write_reservations(session: AsyncSession, accepted: list[_Decision]) 
         assert d.account_id is not None
         holds[d.account_id] = holds.get(d.account_id, 0) + d.held
     ids = sorted(holds)
-    await session.execute(_HOLD, {"ids": ids, "amounts": [holds[i] for i in ids]})
     await session.execute(
-        _INSERT_RESERVATIONS,
+        _HOLD_AND_RESERVE,
         {
+            "ids": ids,
+            "amounts": [holds[i] for i in ids],
             "orders": [d.order["order_id"] for d in accepted],
             "members": [d.order["member_id"] for d in accepted],
             "codes": [d.order["instrument"] for d in accepted],
@@ -334,6 +337,8 @@ async def control(session: AsyncSession, code: str, action: str, shards: int) ->
 # could deadlock with each other; each batch therefore locks every account it may touch
 # first, in ascending id order (the ledger's lock order), before its first message.
 
+#: The (member, asset) accounts the session's transaction holds locked for order submits.
+_LOCKED_SUBMIT_ACCOUNTS = "custody.locked_submit_accounts"
 _LOCK_SUBMIT_ACCOUNTS = text(
     """
     SELECT a.id FROM custody.accounts a
@@ -350,8 +355,14 @@ async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[Orde
     keys = sorted(
         {(o["member_id"], "CNY" if o["side"] == "BUY" else o["instrument"]) for o in submits}
     )
-    if keys:
+    transaction = session.sync_session.get_transaction()
+    remembered = session.info.get(_LOCKED_SUBMIT_ACCOUNTS)
+    if remembered is None or remembered[0] is not transaction:  # locks end with a transaction
+        remembered = session.info[_LOCKED_SUBMIT_ACCOUNTS] = (transaction, set())
+    locked: set[tuple[str, str]] = remembered[1]
+    if keys and not locked.issuperset(keys):  # a consumer's batch locked them already
         await session.execute(
             _LOCK_SUBMIT_ACCOUNTS,
             {"members": [k[0] for k in keys], "assets": [k[1] for k in keys]},
         )
+        locked.update(keys)
