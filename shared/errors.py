@@ -45,6 +45,17 @@ class ProblemError(Exception):
         return body
 
 
+def overloaded() -> ProblemError:
+    """Every database connection of this process is busy: overload, not a fault; the
+    request changed nothing and may be retried."""
+    return ProblemError(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "the service is overloaded; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 def problem_response(error: ProblemError) -> Response:
     return Response(
         content=orjson.dumps(error.to_dict()),
@@ -96,16 +107,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def on_pool_timeout(_: Request, exc: Exception) -> Response:
-        # Every database connection of this process is busy: overload, not a fault; the
-        # request changed nothing and may be retried.
-        return problem_response(
-            ProblemError(
-                503,
-                "SERVICE_UNAVAILABLE",
-                "the service is overloaded; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        )
+        return problem_response(overloaded())
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(PoolTimeoutError, on_pool_timeout)

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.auth import PRINCIPAL_KEY, PartnerPrincipal, Principal, StaffPrincipal
 from services.gateway.idempotency import MAX_KEY_LENGTH, request_hash, should_record
+from services.gateway.order_entry_path import OrderEntryPath
 from services.gateway.repositories import insert_audit
 from shared.errors import ProblemError
 from shared.ids import new_id
@@ -101,6 +102,7 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp, gateway: "Gateway") -> None:
         self.app = app
         self.gateway = gateway
+        self.order_entry = OrderEntryPath(gateway, app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope["path"]).startswith("/v1/"):
@@ -152,9 +154,11 @@ class GatewayMiddleware:
         recorder = _Recorder(send, extra, hold=audited)
         key = headers.get("idempotency-key")
         if method == "POST" and key is not None and principal is not None:
-            await self._idempotent(scope, receive, recorder, principal, key, target, body, own)
+            await self._idempotent(
+                scope, receive, recorder, principal, key, target, headers, body, own
+            )
         else:
-            await self.app(scope, receive, recorder)
+            await self._forward(scope, receive, recorder, headers, body)
         if audited:
             assert isinstance(principal, StaffPrincipal)
             await self._audit(principal, method, target, recorder.status, headers, body)
@@ -168,6 +172,7 @@ class GatewayMiddleware:
         principal: Principal,
         key: str,
         target: str,
+        headers: dict[str, str],
         body: bytes,
         own: dict[str, str],
     ) -> None:
@@ -209,7 +214,7 @@ class GatewayMiddleware:
         # Only the real caller's answer counts: a cancelled or failed request frees the key.
         try:
             scope["gateway.idempotency_key"] = f"{principal.scope}:{key}"
-            await self.app(scope, receive, recorder)
+            await self._forward(scope, receive, recorder, headers, body)
         except BaseException:
             await store.release(principal.scope, key)
             raise
@@ -219,6 +224,14 @@ class GatewayMiddleware:
             )
         else:
             await store.release(principal.scope, key)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], body: bytes
+    ) -> None:
+        if self.order_entry.takes(scope, headers):
+            await self.order_entry(scope, receive, send, body)
+        else:
+            await self.app(scope, receive, send)
 
     async def _audit(
         self,

@@ -3,12 +3,16 @@ concurrency, tenant isolation, cancel and amend commands written through the out
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.gateway.order_entry_path import OrderEntryPath
 from tests.gateway.conftest import Stack
 from tests.gateway.support import PartnerApi
 
@@ -368,3 +372,53 @@ async def test_an_oversized_body_is_413(stack: Stack) -> None:
     huge = {"orders": [], "padding": "x" * (17 * 1024 * 1024)}
     response = await partner.post("/v1/orders/batch", huge)
     assert (response.status_code, response.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_the_edges_order_entry_answers_as_the_framework_route(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Order POSTs skip FastAPI's layers (order_entry_path.py); with a query string they go
+    through the route. Both must answer alike, and a body the fast path cannot validate
+    goes the route's way (its validation problem document)."""
+    taken: list[str] = []
+    original = OrderEntryPath.__call__
+
+    async def spy(self: OrderEntryPath, scope: Any, receive: Any, send: Any, body: bytes) -> None:
+        taken.append(scope["path"])
+        await original(self, scope, receive, send, body)
+
+    monkeypatch.setattr(OrderEntryPath, "__call__", spy)
+    partner, member, code = await setup(stack)
+    varying = {"order_id", "client_order_id", "created_at", "updated_at"}
+
+    def same_parts(response: httpx.Response) -> tuple[Any, ...]:
+        def strip(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: strip(v) for k, v in value.items() if k not in varying}
+            if isinstance(value, list):
+                return [strip(v) for v in value]
+            return value
+
+        names = {n for n in response.headers if n not in ("date", "content-length")}
+        return response.status_code, response.headers["content-type"], names, strip(response.json())
+
+    repeat = order(member, code)
+    assert (await partner.post("/v1/orders", repeat)).status_code == 202
+    taken.clear()
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        ("/v1/orders", lambda: order(member, code)),
+        ("/v1/orders", lambda: order(member, "NOSUCH01")),
+        ("/v1/orders", lambda: order("m_nobody", code)),
+        ("/v1/orders", lambda: order(member, code, price="100.03")),
+        ("/v1/orders", lambda: repeat),
+        ("/v1/orders", lambda: {**repeat, "quantity": 40}),
+        ("/v1/orders/batch", lambda: {"orders": [order(member, code), order(member, "NOSUCH01")]}),
+    ]
+    for path, make in cases:
+        fast = await partner.post(path, make())
+        routed = await partner.post(path, make(), params={"via": "route"})
+        assert same_parts(fast) == same_parts(routed), (path, fast.text, routed.text)
+    assert taken == [path for path, _ in cases]
+    invalid = await partner.post("/v1/orders", {**order(member, code), "quantity": "many"})
+    assert (invalid.status_code, invalid.json()["code"]) == (422, "VALIDATION_FAILED")
+    assert len(taken) == len(cases) + 1  # it was offered to the fast path, which passed it on

@@ -48,14 +48,24 @@ UNSETTLED_RECHECK_SECONDS = 2.0
 async def place_order(body: OrderCreate, gw: Gw, partner: Partner) -> Response:
     """Submit a limit order. Static checks answer at once (422/404); balance checks follow
     the 202 and end the order ``rejected``."""
-    status, order = await gw.orders.place(partner.partner_id, body)
+    return await order_answer(gw, partner.partner_id, body)
+
+
+async def order_answer(gw: Gateway, partner_id: str, body: OrderCreate) -> Response:
+    """The answer to one order (also given by the edge's fast path, order_entry_path.py)."""
+    status, order = await gw.orders.place(partner_id, body)
     return json_response(order, status)
 
 
 @router.post("/v1/orders/batch", status_code=202, response_model=BatchResult)
 async def place_orders(body: OrderBatch, gw: Gw, partner: Partner) -> Response:
     """Up to 100 orders; each result is the order or its problem, in order."""
-    answers = await gw.orders.place_many(partner.partner_id, body.orders)
+    return await batch_answer(gw, partner.partner_id, body)
+
+
+async def batch_answer(gw: Gateway, partner_id: str, body: OrderBatch) -> Response:
+    """The answer to a batch of orders (also given by the edge's fast path)."""
+    answers = await gw.orders.place_many(partner_id, body.orders)
     results = [a.to_dict() if isinstance(a, ProblemError) else a[1] for a in answers]
     return json_response({"results": results}, 202)
 
