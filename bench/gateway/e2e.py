@@ -231,14 +231,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def broker_pid() -> int | None:
+    """The local RabbitMQ node's process (its Erlang VM), if it runs on this machine."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
 class CpuMeter:
-    """CPU seconds spent per service process and by the PostgreSQL backends serving this
-    benchmark's database: per order, a cost that does not depend on how busy the shared
-    machine is (wall-clock throughput does)."""
+    """CPU seconds spent per service process, by the PostgreSQL backends serving this
+    benchmark's database and by the RabbitMQ node (which serves only this benchmark here):
+    per order, a cost that does not depend on how busy the shared machine is (wall-clock
+    throughput does)."""
 
     def __init__(self, services: list["Service"], database: str, probe: asyncpg.Connection) -> None:
         self.services, self.database, self.probe = services, database, probe
         self.backends: dict[int, float] = {}
+        self.broker = broker_pid()
 
     async def snapshot(self) -> dict[str, float]:
         rows = await self.probe.fetch(
@@ -252,6 +266,8 @@ class CpuMeter:
             now = cpu_seconds(pid)
             self.backends[pid] = max(self.backends[pid], now)  # a closed backend keeps its last
         taken["postgres"] = sum(self.backends.values())
+        if self.broker is not None:
+            taken["rabbitmq"] = cpu_seconds(self.broker)
         taken["load generator"] = cpu_seconds(os.getpid())
         return taken
 
