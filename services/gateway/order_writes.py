@@ -9,13 +9,15 @@ actually inserted get a command, with the stream's next sequence numbers, all or
 """
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 
 from shared.db import asyncpg_dsn
+from shared.errors import overloaded
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import placeholder_body
 
@@ -98,6 +100,10 @@ ORDERS_BY_CLIENT_IDS = (
 )
 
 
+#: As long as a request waits for one of the pool's connections (the ORM pool's timeout).
+ACQUIRE_TIMEOUT_SECONDS = 10.0
+
+
 async def _keep_session(_: asyncpg.Connection) -> None:
     """Nothing to reset on release: these connections only run single statements."""
 
@@ -123,6 +129,19 @@ class OrderWrites:
                         server_settings={"application_name": "gateway-orders"},
                     )
         return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection, or 503 when every one stays busy (overload: nothing was written)."""
+        pool = await self._get_pool()
+        try:
+            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise overloaded() from None
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -153,8 +172,7 @@ class OrderWrites:
             routing_key,
             commands[0].type,
         ]
-        pool = await self._get_pool()
-        async with pool.acquire() as conn:
+        async with self._acquire() as conn:
             records = await conn.fetch(INSERT_ORDERS_WITH_COMMANDS, *args)
         return {str(r["order_id"]) for r in records}
 
@@ -164,7 +182,6 @@ class OrderWrites:
         """The partner's orders of these client_order_ids, as rows with attributes."""
         if not client_order_ids:
             return {}
-        pool = await self._get_pool()
-        async with pool.acquire() as conn:
+        async with self._acquire() as conn:
             records = await conn.fetch(ORDERS_BY_CLIENT_IDS, partner_id, sorted(client_order_ids))
         return {str(r["client_order_id"]): SimpleNamespace(**dict(r)) for r in records}
