@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import repositories as repo
 from services.gateway import webhooks as hooks
+from services.gateway.models import orders, sql_type, trades
 from services.gateway.orders import order_resource
 from services.gateway.ws import PendingPushes
 from shared.clock import rfc3339
@@ -56,50 +57,24 @@ _WRITTEN = (
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 NOTIFY_LIMIT = 7900
 
-_ORDER_TYPES = {
-    "order_id": "text",
-    "quantity": "bigint",
-    "filled_quantity": "bigint",
-    "filled_amount_fen": "bigint",
-    "fees_fen": "bigint",
-    "status": "text",
-    "reject_reason": "text",
-    "cancel_reason": "text",
-    "updated_at": "timestamptz",
-}
 #: A batch's changed orders written back in one statement (one UPDATE per row would cost a
 #: round of the driver and the server each).
 _WRITE_ORDERS = text(
     "UPDATE gateway.orders o SET {sets} FROM unnest({arrays}) AS v({names}) "
     "WHERE o.order_id = v.order_id".format(
         sets=", ".join(f"{n} = v.{n}" for n in _WRITTEN if n != "order_id"),
-        arrays=", ".join(f"CAST(:{n} AS {_ORDER_TYPES[n]}[])" for n in _WRITTEN),
+        arrays=", ".join(f"CAST(:{n} AS {sql_type(orders, n)}[])" for n in _WRITTEN),
         names=", ".join(_WRITTEN),
     )
 )
-_TRADE_TYPES = {
-    "trade_id": "text",
-    "order_id": "text",
-    "partner_id": "text",
-    "member_id": "text",
-    "instrument": "text",
-    "side": "text",
-    "price_fen": "bigint",
-    "quantity": "bigint",
-    "amount_fen": "bigint",
-    "fee_fen": "bigint",
-    "liquidity": "text",
-    "business_date": "date",
-    "executed_at": "timestamptz",
-    "sequence": "bigint",
-}
+_TRADE_COLUMNS = tuple(c.name for c in trades.columns if c.name != "id")
 #: New trades in the order given (their ids are the trade feed's order).
 _INSERT_TRADES = text(
     "INSERT INTO gateway.trades ({names}) SELECT {names} FROM unnest({arrays}) "
     "WITH ORDINALITY AS t({names}, n) ORDER BY t.n "
     "ON CONFLICT (trade_id, order_id) DO NOTHING".format(
-        names=", ".join(_TRADE_TYPES),
-        arrays=", ".join(f"CAST(:{n} AS {kind}[])" for n, kind in _TRADE_TYPES.items()),
+        names=", ".join(_TRADE_COLUMNS),
+        arrays=", ".join(f"CAST(:{n} AS {sql_type(trades, n)}[])" for n in _TRADE_COLUMNS),
     )
 )
 _TRADE_KEYS = text(
@@ -217,7 +192,7 @@ class ViewUpdater:
             return
         pushes = self._pushes(session)
         if batch.new_trades:
-            await session.execute(_INSERT_TRADES, _columns(batch.new_trades, _TRADE_TYPES))
+            await session.execute(_INSERT_TRADES, _columns(batch.new_trades, _TRADE_COLUMNS))
         if batch.dirty:
             changed = [batch.rows[oid] for oid in sorted(batch.dirty)]
             await session.execute(_WRITE_ORDERS, _columns(changed, _WRITTEN))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 SCHEMA = "gateway"
 metadata = MetaData(schema=SCHEMA)
@@ -167,3 +168,12 @@ webhook_deliveries = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+
+_POSTGRES = PGDialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+
+
+def sql_type(table: Table, column: str) -> str:
+    """A column's PostgreSQL type as SQL text (for the casts of set-based statements that
+    take each column as an array)."""
+    return str(table.c[column].type.compile(dialect=_POSTGRES))

@@ -16,34 +16,18 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.models import orders, sql_type
 from shared.db import asyncpg_dsn
 from shared.errors import overloaded
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import placeholder_body
 
-#: The order view's columns written at entry, with their PostgreSQL types.
-ORDER_COLUMNS = (
-    ("order_id", "text"),
-    ("partner_id", "text"),
-    ("client_order_id", "text"),
-    ("member_id", "text"),
-    ("instrument", "text"),
-    ("side", "text"),
-    ("price_fen", "bigint"),
-    ("quantity", "bigint"),
-    ("filled_quantity", "bigint"),
-    ("filled_amount_fen", "bigint"),
-    ("fees_fen", "bigint"),
-    ("time_in_force", "text"),
-    ("status", "text"),
-    ("reject_reason", "text"),
-    ("cancel_reason", "text"),
-    ("business_date", "date"),
-    ("created_at", "timestamptz"),
-    ("updated_at", "timestamptz"),
+#: The order view's columns written at entry (all but the cancel request's time).
+ORDER_COLUMNS = tuple(c.name for c in orders.columns if c.name != "cancel_requested_at")
+_NAMES = ", ".join(ORDER_COLUMNS)
+_ARRAYS = ", ".join(
+    f"${i}::{sql_type(orders, name)}[]" for i, name in enumerate(ORDER_COLUMNS, start=1)
 )
-_NAMES = ", ".join(name for name, _ in ORDER_COLUMNS)
-_ARRAYS = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(ORDER_COLUMNS, start=1))
 _N = len(ORDER_COLUMNS)
 _M = {  # the parameters after the order columns
     "message_ids": f"${_N + 1}::uuid[]",
@@ -93,10 +77,8 @@ SELECT order_id FROM inserted
 """
 
 ORDERS_BY_CLIENT_IDS = (
-    "SELECT order_id, partner_id, client_order_id, member_id, instrument, side, price_fen, "
-    "quantity, filled_quantity, filled_amount_fen, fees_fen, time_in_force, status, "
-    "reject_reason, cancel_reason, business_date, cancel_requested_at, created_at, updated_at "
-    "FROM gateway.orders WHERE partner_id = $1 AND client_order_id = ANY($2::text[])"
+    f"SELECT {', '.join(c.name for c in orders.columns)} FROM gateway.orders "
+    "WHERE partner_id = $1 AND client_order_id = ANY($2::text[])"
 )
 
 
@@ -162,7 +144,7 @@ class OrderWrites:
         assert len(rows) == len(commands)
         stream = commands[0].stream
         assert all(c.stream == stream for c in commands)
-        args: list[Any] = [[row[name] for row in rows] for name, _ in ORDER_COLUMNS]
+        args: list[Any] = [[row[name] for row in rows] for name in ORDER_COLUMNS]
         args += [
             [c.message_id for c in commands],
             [row["order_id"] for row in rows],
