@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,9 +34,12 @@ class OrderEntryPath:
     def __init__(self, gateway: "Gateway", fallback: ASGIApp) -> None:
         self._gateway = gateway
         self._fallback = fallback
-        self._handlers: dict[str, Callable[[Gateway, str, Any], Awaitable[Response]]] = {
-            "/v1/orders": order_answer,
-            "/v1/orders/batch": batch_answer,
+        #: Per path: the body's model and the answer (the routes' own answer functions).
+        self._endpoints: dict[
+            str, tuple[type[BaseModel], Callable[[Gateway, str, Any], Awaitable[Response]]]
+        ] = {
+            "/v1/orders": (OrderCreate, order_answer),
+            "/v1/orders/batch": (OrderBatch, batch_answer),
         }
         # The same correlation id, response header and request metrics as every route.
         self._with_correlation = CorrelationMiddleware(self._answer, service="gateway")
@@ -44,14 +47,14 @@ class OrderEntryPath:
     def takes(self, scope: Scope, headers: dict[str, str]) -> bool:
         return (
             scope["method"] == "POST"
-            and scope["path"] in self._handlers
+            and scope["path"] in self._endpoints
             and not scope.get("query_string")
             and isinstance(scope.get(PRINCIPAL_KEY), PartnerPrincipal)
             and headers.get("content-type", "").lower() in _JSON
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        model = OrderCreate if scope["path"] == "/v1/orders" else OrderBatch
+        model, _ = self._endpoints[scope["path"]]
         try:
             parsed = model.model_validate(orjson.loads(body))
         except (orjson.JSONDecodeError, ValidationError):
@@ -64,7 +67,8 @@ class OrderEntryPath:
         principal = scope[PRINCIPAL_KEY]
         assert isinstance(principal, PartnerPrincipal)
         try:
-            response = await self._handlers[scope["path"]](
+            _, answer = self._endpoints[scope["path"]]
+            response = await answer(
                 self._gateway, principal.partner_id, scope["gateway.parsed_body"]
             )
         except ProblemError as problem:

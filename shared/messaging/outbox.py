@@ -189,11 +189,16 @@ class OutboxRelay:
             )
             SELECT l.held, b.* FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
             """
+        # The unlock reads the UPDATE's output, so it runs after the rows are marked (a CTE
+        # nobody reads runs at the end of the statement, after the unlock). Another relay
+        # may still take the lock before this statement commits and publish the batch
+        # again: a duplicate the inboxes drop, never a reordering.
         self._mark = f"""
             WITH marked AS (
                 UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($2::bigint[])
+                RETURNING 1
             )
-            SELECT pg_advisory_unlock(hashtext($1))
+            SELECT pg_advisory_unlock(hashtext($1)) FROM (SELECT count(*) FROM marked) AS done
             """
         self._unlock = "SELECT pg_advisory_unlock(hashtext($1))"
 
