@@ -4,25 +4,27 @@ transaction for many messages under load, and no waiting for a batch to fill whe
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-
-from aio_pika.abc import AbstractIncomingMessage
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[Sequence[AbstractIncomingMessage]], Awaitable[None]]
+#: A delivery: the broker's message, or the message tagged with where it came from.
+D = TypeVar("D")
 
 
-class DeliveryBatcher:
-    def __init__(self, process: BatchHandler, *, max_batch: int, name: str) -> None:
+class DeliveryBatcher(Generic[D]):
+    def __init__(
+        self, process: Callable[[Sequence[D]], Awaitable[None]], *, max_batch: int, name: str
+    ) -> None:
         self._process = process
         self._max_batch = max_batch
         self._name = name
-        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._pending: asyncio.Queue[D] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    async def receive(self, message: AbstractIncomingMessage) -> None:
+    async def receive(self, delivery: D) -> None:
         """The broker's callback: buffer the delivery."""
-        await self._pending.put(message)
+        await self._pending.put(delivery)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"batches-{self._name}")

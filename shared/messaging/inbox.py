@@ -7,6 +7,7 @@ Sequence numbers per stream are tracked so that a missing message shows up as a 
 """
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -76,28 +77,43 @@ class Inbox:
             RETURNING contiguous_upto, highest_seen
             """
         )
+        # A batch recorded and each of its streams' positions moved in one statement: the
+        # new messages' ids, then one row per stream with its position after the batch
+        # (advanced over the batch's new sequences when they run on from it without a gap;
+        # anything else, ``_close_gaps`` finishes). Streams' rows are taken in stream order.
         self._record_many = text(
             f"""
-            INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
-            SELECT :consumer, m.message_id, m.stream, m.sequence
-            FROM unnest(CAST(:message_ids AS uuid[]), CAST(:streams AS text[]),
-                        CAST(:sequences AS bigint[])) AS m(message_id, stream, sequence)
-            ORDER BY m.message_id
-            ON CONFLICT DO NOTHING
-            RETURNING message_id
-            """
-        )
-        # Every stream of a batch in one statement each (a batch of commands from the
-        # gateway spans dozens of its command streams): rows taken in stream order.
-        self._reach = text(
-            f"""
-            INSERT INTO {self.schema}.inbox_stream AS s (consumer, stream, contiguous_upto, highest_seen)
-            SELECT :consumer, u.stream, 0, u.highest
-            FROM unnest(CAST(:streams AS text[]), CAST(:highest AS bigint[])) AS u(stream, highest)
-            ORDER BY u.stream
-            ON CONFLICT (consumer, stream) DO UPDATE SET
-                highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen)
-            RETURNING stream, contiguous_upto, highest_seen
+            WITH recorded AS (
+                INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
+                SELECT :consumer, m.message_id, m.stream, m.sequence
+                FROM unnest(CAST(:message_ids AS uuid[]), CAST(:streams AS text[]),
+                            CAST(:sequences AS bigint[])) AS m(message_id, stream, sequence)
+                ORDER BY m.message_id
+                ON CONFLICT DO NOTHING
+                RETURNING message_id, stream, sequence
+            ), fresh AS (
+                SELECT stream, min(sequence) AS lo, max(sequence) AS hi,
+                       count(DISTINCT sequence) AS n
+                FROM recorded GROUP BY stream
+            ), reached AS (
+                INSERT INTO {self.schema}.inbox_stream AS s
+                    (consumer, stream, contiguous_upto, highest_seen)
+                SELECT :consumer, f.stream,
+                       CASE WHEN f.lo = 1 AND f.hi - f.lo + 1 = f.n THEN f.hi ELSE 0 END, f.hi
+                FROM fresh f ORDER BY f.stream
+                ON CONFLICT (consumer, stream) DO UPDATE SET
+                    highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen),
+                    contiguous_upto = (
+                        SELECT CASE WHEN f.hi - f.lo + 1 = f.n AND f.lo <= s.contiguous_upto + 1
+                                    THEN greatest(s.contiguous_upto, f.hi)
+                                    ELSE s.contiguous_upto END
+                        FROM fresh f WHERE f.stream = EXCLUDED.stream
+                    )
+                RETURNING stream, contiguous_upto, highest_seen
+            )
+            SELECT message_id, NULL AS stream, NULL AS upto, NULL AS highest FROM recorded
+            UNION ALL
+            SELECT NULL, stream, contiguous_upto, highest_seen FROM reached
             """
         )
         self._advance_many = text(
@@ -139,8 +155,8 @@ class Inbox:
         return True
 
     async def record_many(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> list[bool]:
-        """Record a batch's messages in one statement (and each stream's position in one or
-        two); for each envelope, in order, False when it was applied before (a redelivery,
+        """Record a batch's messages and their streams' positions in one statement (more
+        only to close a gap); for each envelope, in order, False when it was applied before (a redelivery,
         or an earlier copy in the same batch). Same records as ``record`` one by one."""
         if not envelopes:
             return []
@@ -149,7 +165,7 @@ class Inbox:
         except ValueError:
             # Not a uuid: let the per-message path fail on that message alone.
             return [await self.record(session, e) for e in envelopes]
-        inserted = await session.execute(
+        rows = await session.execute(
             self._record_many,
             {
                 "consumer": self.consumer,
@@ -158,7 +174,13 @@ class Inbox:
                 "sequences": [e.sequence for e in envelopes],
             },
         )
-        new = {str(row[0]) for row in inserted}
+        new: set[str] = set()
+        reached: list[tuple[str, int, int]] = []
+        for message_id, stream, upto, highest in rows:
+            if message_id is not None:
+                new.add(str(message_id))
+            else:
+                reached.append((stream, int(upto), int(highest)))
         fresh: list[bool] = []
         by_stream: dict[str, set[int]] = {}
         for key, envelope in zip(keys, envelopes, strict=True):
@@ -168,23 +190,19 @@ class Inbox:
                 by_stream.setdefault(envelope.stream, set()).add(envelope.sequence)
             else:
                 fresh.append(False)
-        if by_stream:
-            await self._track_many(session, by_stream)
+        await self._close_gaps(session, by_stream, reached)
         return fresh
 
-    async def _track_many(self, session: AsyncSession, by_stream: dict[str, set[int]]) -> None:
-        """Advance each stream's contiguous position over the sequences just recorded."""
-        streams = sorted(by_stream)
-        reached = await session.execute(
-            self._reach,
-            {
-                "consumer": self.consumer,
-                "streams": streams,
-                "highest": [max(by_stream[s]) for s in streams],
-            },
-        )
+    async def _close_gaps(
+        self,
+        session: AsyncSession,
+        by_stream: dict[str, set[int]],
+        reached: list[tuple[str, int, int]],
+    ) -> None:
+        """Advance each stream's contiguous position over what is recorded past it: the
+        batch's new sequences, and messages recorded earlier out of order."""
         advanced: dict[str, int] = {}
-        for stream, contiguous, highest in reached.all():
+        for stream, contiguous, highest in reached:
             sequences = by_stream[stream]
             upto = contiguous
             while upto < highest:
@@ -297,6 +315,12 @@ class InboxConsumer:
         await self._batcher.stop()
 
     async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        groups = await self.decode(batch)
+        if groups:
+            await self.process_decoded(groups)
+
+    async def decode(self, batch: Sequence[AbstractIncomingMessage]) -> list[Delivery]:
+        """The batch's envelopes; a body that is not an envelope is dead-lettered at once."""
         groups: list[Delivery] = []
         for message in batch:
             try:
@@ -312,8 +336,10 @@ class InboxConsumer:
                     },
                 )
                 await message.reject(requeue=False)
-        if not groups:
-            return
+        return groups
+
+    async def process_decoded(self, groups: Sequence[Delivery]) -> None:
+        """Apply the deliveries in one transaction; if that fails, each alone."""
         try:
             await self._apply(groups)
             return
@@ -345,34 +371,45 @@ class InboxConsumer:
                 await message.ack()
 
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
-        applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
-            everything = [e for _, envelopes in groups for e in envelopes]
-            if self._batch_begin is not None:
-                await self._batch_begin(session, everything)
-            flags = await self.inbox.record_many(session, everything)
-            if self._batch_handler is not None:
-                fresh = [e for e, is_fresh in zip(everything, flags, strict=True) if is_fresh]
-                if fresh:
-                    await self._batch_handler(session, fresh)
-                applied, duplicates = len(fresh), len(everything) - len(fresh)
-            else:
-                for envelope, is_fresh in zip(everything, flags, strict=True):
-                    if not is_fresh:
-                        duplicates += 1
-                        continue
-                    token = correlation_id_var.set(envelope.correlation_id)
-                    try:
-                        await self._handler(session, envelope)
-                        applied += 1
-                    finally:
-                        correlation_id_var.reset(token)
-            if self._batch_end is not None:
-                await self._batch_end(session)
+            counts = await self.apply_in(session, [e for _, envelopes in groups for e in envelopes])
         crash_point("consumer_after_commit")
         if ack:
             for message, _ in groups:
                 await message.ack()
+        self.count(counts)
+
+    async def apply_in(
+        self, session: AsyncSession, everything: Sequence[Envelope]
+    ) -> tuple[int, int]:
+        """Apply the envelopes in the caller's transaction: record them, run the handlers on
+        the new ones. Returns (applied, duplicates)."""
+        applied = duplicates = 0
+        if self._batch_begin is not None:
+            await self._batch_begin(session, everything)
+        flags = await self.inbox.record_many(session, everything)
+        if self._batch_handler is not None:
+            fresh = [e for e, is_fresh in zip(everything, flags, strict=True) if is_fresh]
+            if fresh:
+                await self._batch_handler(session, fresh)
+            applied, duplicates = len(fresh), len(everything) - len(fresh)
+        else:
+            for envelope, is_fresh in zip(everything, flags, strict=True):
+                if not is_fresh:
+                    duplicates += 1
+                    continue
+                token = correlation_id_var.set(envelope.correlation_id)
+                try:
+                    await self._handler(session, envelope)
+                    applied += 1
+                finally:
+                    correlation_id_var.reset(token)
+        if self._batch_end is not None:
+            await self._batch_end(session)
+        return applied, duplicates
+
+    def count(self, counts: tuple[int, int]) -> None:
+        applied, duplicates = counts
         MESSAGES_CONSUMED.labels(self.name).inc(applied)
         if duplicates:
             MESSAGES_DUPLICATE.labels(self.name).inc(duplicates)
@@ -393,3 +430,76 @@ class InboxConsumer:
         # Back off a little so a transient fault (a restarting database) can clear.
         await asyncio.sleep(min(0.05 * 2**deliveries, 1.0))
         await message.nack(requeue=True)
+
+
+#: Runs first in a group's transaction, with every envelope of the cycle (to take the
+#: locks of all its consumers' work in one statement, in one order).
+GroupBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
+
+
+class ConsumerGroup:
+    """Several consumers with one writer: whatever has arrived on any of their queues is
+    applied in one transaction, consumer by consumer in the group's order.
+
+    For consumers that would otherwise contend for the same rows (each holding them until
+    its commit while the other waits), this is one commit and no lock waits per cycle. If
+    the transaction fails, each consumer applies its part on its own (and then message by
+    message), as if it were not grouped.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        consumers: Sequence[InboxConsumer],
+        session_factory: async_sessionmaker[AsyncSession],
+        begin: GroupBegin | None = None,
+        max_batch: int = 200,
+    ) -> None:
+        self.name = name
+        self.consumers = tuple(consumers)
+        self._session_factory = session_factory
+        self._begin = begin
+        self._batcher: DeliveryBatcher[tuple[int, AbstractIncomingMessage]] = DeliveryBatcher(
+            self._process, max_batch=max_batch, name=name
+        )
+
+    async def start(self, broker: Broker) -> None:
+        self._batcher.start()
+        for index, consumer in enumerate(self.consumers):
+            await broker.consume(consumer.queue, functools.partial(self._receive, index))
+
+    async def stop(self) -> None:
+        await self._batcher.stop()
+
+    async def _receive(self, index: int, message: AbstractIncomingMessage) -> None:
+        await self._batcher.receive((index, message))
+
+    async def _process(self, batch: Sequence[tuple[int, AbstractIncomingMessage]]) -> None:
+        parts: list[list[Delivery]] = []
+        for index, consumer in enumerate(self.consumers):
+            parts.append(await consumer.decode([m for i, m in batch if i == index]))
+        if not any(parts):
+            return
+        try:
+            await self._apply(parts)
+            return
+        except Exception:
+            log.warning("group batch failed; each consumer retries its part", exc_info=True)
+        for consumer, part in zip(self.consumers, parts, strict=True):
+            if part:
+                await consumer.process_decoded(part)
+
+    async def _apply(self, parts: Sequence[Sequence[Delivery]]) -> None:
+        counts: list[tuple[int, int]] = []
+        async with self._session_factory() as session, session.begin():
+            if self._begin is not None:
+                await self._begin(session, [e for part in parts for _, es in part for e in es])
+            for consumer, part in zip(self.consumers, parts, strict=True):
+                envelopes = [e for _, es in part for e in es]
+                counts.append(await consumer.apply_in(session, envelopes) if envelopes else (0, 0))
+        crash_point("consumer_after_commit")
+        for consumer, part, consumer_counts in zip(self.consumers, parts, counts, strict=True):
+            for message, _ in part:
+                await message.ack()
+            consumer.count(consumer_counts)

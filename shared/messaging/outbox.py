@@ -7,6 +7,7 @@ time (an advisory lock), so a stream's messages leave in the order they were wri
 """
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -28,6 +29,17 @@ from shared.metrics import OUTBOX_PUBLISHED, RELAY_ERRORS
 from shared.notify import listen_forever
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch the relay has sent: its rows' ids and the wait for its confirms."""
+
+    ids: list[int]
+    confirmed: "asyncio.Task[None]"
+
+
+_FIRST_BACKOFF = 0.05
 
 
 def notify_channel(schema: str) -> str:
@@ -145,12 +157,19 @@ def placeholder_body(envelope: Envelope) -> str:
 
 
 class OutboxRelay:
-    """Publishes unsent outbox rows in id order, in batches, and marks them sent.
+    """Publishes unsent outbox rows in id order and marks them sent.
 
-    It works on a plain connection of its own, two round trips a batch: the batch is read
-    together with taking the schema's relay lock (a session advisory lock, so one relay
-    publishes at a time and a relay that dies releases it with its connection), and marked
-    sent together with releasing it. Rows are not locked: only the lock holder publishes.
+    It works on a plain connection of its own and holds the schema's relay lock (a session
+    advisory lock) while it has anything to publish, so one relay publishes at a time and a
+    relay that dies releases it with its connection. Rows are not locked: only the lock
+    holder publishes.
+
+    While it runs, the relay does not wait for a batch's publisher confirms before sending
+    the next: a batch is sent as soon as it is read, and marked sent in the statement that
+    reads a later one, once the broker has confirmed it. An order's latency is then one
+    read and the broker's own, not a whole publish-confirm-mark cycle of the batch ahead.
+    Rows in flight (sent, not yet marked) are left out of the reads. ``publish_batch``
+    does one whole cycle, for tools and tests that drain an outbox step by step.
     """
 
     def __init__(
@@ -169,25 +188,38 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._bundle_size = bundle_size
+        #: At most this many messages sent and not yet confirmed.
+        self._max_in_flight = 2 * batch_size
         self._wake = asyncio.Event()
+        self._backoff = _FIRST_BACKOFF
         self._tasks: list[asyncio.Task[None]] = []
         self._conn: asyncpg.Connection | None = None
         self._key = f"outbox-relay:{self.schema}"
-        # The CTE holds a volatile function, so PostgreSQL evaluates it once, before the rows
-        # are read; the first row says whether the lock was taken (then held on return, with
-        # or without rows), and when another relay holds it no row of the outbox is read.
-        self._select = f"""
+        # The lock CTE holds a volatile function, so PostgreSQL evaluates it once, before
+        # the rows are read; its row says whether the lock is held (taken now when $3, else
+        # held since an earlier statement), and when another relay holds it nothing is read
+        # or marked. The batch is read in the statement's snapshot, in which the rows being
+        # marked are still unsent: they are among the excluded ($5, the rows in flight,
+        # all at or below $6).
+        self._cycle = f"""
             WITH relay_lock AS MATERIALIZED (
-                SELECT pg_try_advisory_lock(hashtext($1)) AS held
+                SELECT CASE WHEN $3 THEN pg_try_advisory_lock(hashtext($1)) ELSE true END
+                       AS held
+            ), marked AS (
+                UPDATE {self.schema}.outbox SET published_at = now()
+                WHERE id = ANY($4::bigint[]) AND (SELECT held FROM relay_lock)
+                RETURNING 1
             ), batch AS (
                 SELECT id, message_id, stream, sequence, routing_key, message_type,
                        correlation_id, body
                 FROM {self.schema}.outbox
                 WHERE published_at IS NULL AND (SELECT held FROM relay_lock)
+                  AND (id > $6 OR id <> ALL($5::bigint[]))
                 ORDER BY id
                 LIMIT $2
             )
-            SELECT l.held, b.* FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
+            SELECT l.held, (SELECT count(*) FROM marked) AS marked, b.*
+            FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
             """
         # The unlock reads the UPDATE's output, so it runs after the rows are marked (a CTE
         # nobody reads runs at the end of the statement, after the unlock). Another relay
@@ -216,35 +248,18 @@ class OutboxRelay:
         await self.close()
 
     async def publish_batch(self) -> int:
-        """Publish one batch; returns how many messages it published (0 also when another
-        relay holds the lock)."""
+        """Publish one batch and wait for its confirms; returns how many messages it
+        published (0 also when another relay holds the lock)."""
         conn = await self._connection()
         try:
-            rows = await conn.fetch(self._select, self._key, self._batch_size)
+            rows = await conn.fetch(self._cycle, self._key, self._batch_size, True, [], [], 0)
             if not rows[0]["held"]:
                 return 0
             if rows[0]["id"] is None:
                 await conn.fetchval(self._unlock, self._key)
                 return 0
             crash_point("relay_before_publish")
-            await self._broker.publish(
-                bundle(
-                    [
-                        OutgoingMessage(
-                            routing_key=row["routing_key"],
-                            body=bytes(row["body"]),
-                            message_id=str(row["message_id"]),
-                            type=row["message_type"],
-                            correlation_id=row["correlation_id"],
-                            producer=self.schema,
-                            stream=row["stream"],
-                            sequence=row["sequence"],
-                        )
-                        for row in rows
-                    ],
-                    self._bundle_size,
-                )
-            )
+            await self._send(rows)
             crash_point("relay_after_publish")
             await conn.fetchval(self._mark, self._key, [row["id"] for row in rows])
         except BaseException:
@@ -253,6 +268,82 @@ class OutboxRelay:
             raise
         OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
+        await self._broker.publish(
+            bundle(
+                [
+                    OutgoingMessage(
+                        routing_key=row["routing_key"],
+                        body=bytes(row["body"]),
+                        message_id=str(row["message_id"]),
+                        type=row["message_type"],
+                        correlation_id=row["correlation_id"],
+                        producer=self.schema,
+                        stream=row["stream"],
+                        sequence=row["sequence"],
+                    )
+                    for row in rows
+                ],
+                self._bundle_size,
+            )
+        )
+
+    async def _pipeline(self) -> None:
+        """Publish as rows come, until something fails (then the caller starts again, and
+        whatever was not marked is published again: duplicates, which the inboxes drop)."""
+        conn = await self._connection()
+        held = False
+        in_flight: collections.deque[_InFlight] = collections.deque()
+        try:
+            while True:
+                confirmed: list[int] = []
+                while in_flight and in_flight[0].confirmed.done():
+                    batch = in_flight.popleft()
+                    batch.confirmed.result()  # a nack or a lost channel raises here
+                    confirmed.extend(batch.ids)
+                sending = [i for batch in in_flight for i in batch.ids]
+                if len(sending) >= self._max_in_flight:
+                    if confirmed:
+                        await conn.fetch(self._cycle, self._key, 0, False, confirmed, confirmed, 0)
+                    await asyncio.wait([in_flight[0].confirmed])
+                    continue
+                rows = await conn.fetch(
+                    self._cycle,
+                    self._key,
+                    self._batch_size,
+                    not held,
+                    confirmed,
+                    sending + confirmed,
+                    max(sending + confirmed, default=0),
+                )
+                self._backoff = _FIRST_BACKOFF
+                if confirmed:
+                    OUTBOX_PUBLISHED.labels(self.schema).inc(len(confirmed))
+                held = bool(rows[0]["held"])
+                if held and rows[0]["id"] is not None:
+                    crash_point("relay_before_publish")
+                    task = asyncio.create_task(self._send(rows))
+                    task.add_done_callback(self._on_confirmed)
+                    in_flight.append(_InFlight([row["id"] for row in rows], task))
+                    if len(rows) == self._batch_size:
+                        continue
+                elif held and not in_flight:
+                    await conn.fetchval(self._unlock, self._key)
+                    held = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                self._wake.clear()
+        except BaseException:
+            # The lock may be held: the connection goes with it. Sends still running
+            # finish on their own; nothing waits for them.
+            await self._discard()
+            raise
+
+    def _on_confirmed(self, task: "asyncio.Task[None]") -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case the pipeline is gone
+        self._wake.set()
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -274,24 +365,16 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         await self._broker.wait_connected()
-        backoff = 0.05
         while True:
             try:
-                published = await self.publish_batch()
-                backoff = 0.05
+                await self._pipeline()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 RELAY_ERRORS.labels(self.schema).inc()
                 log.warning("outbox relay failed; will retry", extra={"error": repr(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            if published == self._batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-            self._wake.clear()
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 2.0)
 
     async def _listen(self) -> None:
         """Wake the relay on every committed outbox insert (statement-level NOTIFY trigger)."""

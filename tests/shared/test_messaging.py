@@ -12,6 +12,8 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -168,6 +170,53 @@ async def test_only_the_relay_holding_the_lock_publishes(
         await relay.close()
         if not other.is_closed():
             await other.close()
+
+
+async def test_a_running_relay_keeps_each_stream_in_order_with_batches_in_flight(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    """The running relay sends a batch before the ones ahead of it are confirmed: with
+    batches of 7 and 40 transactions committing on two streams while it runs, the queue
+    still gets each stream's messages once each, in sequence order, and every row ends
+    marked sent."""
+    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL, batch_size=7)
+    outbox = Outbox(SCHEMA, producer="msgtest")
+    factory = make_session_factory(msg_engine)
+
+    async def write(stream: str, count: int) -> None:
+        async with factory() as session, session.begin():
+            await outbox.add(
+                session,
+                [Draft("msgtest.happened", "msgtest.happened", {"n": i}) for i in range(count)],
+                stream=stream,
+            )
+
+    relay.start()
+    try:
+        await asyncio.gather(*(write("AB"[i % 2], 1 + i % 5) for i in range(40)))
+        expected = sum(1 + i % 5 for i in range(40))
+
+        async def all_marked() -> bool:
+            async with msg_engine.connect() as conn:
+                unsent = await conn.scalar(
+                    text(f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL")
+                )
+            return unsent == 0
+
+        await wait_until(all_marked, message="every outbox row marked sent")
+    finally:
+        await relay.stop()
+    received: dict[str, list[int]] = {"A": [], "B": []}
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(broker.topology.queue_name(QUEUE))
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            for envelope in Envelope.decode_all(message.body, message.content_type):
+                received[envelope.stream].append(envelope.sequence)
+    assert sum(map(len, received.values())) == expected
+    for sequences in received.values():
+        assert sequences == list(range(1, len(sequences) + 1))
 
 
 @pytest.mark.slow
@@ -352,6 +401,51 @@ async def test_inbox_reports_a_gap_until_the_missing_message_arrives(
     async with factory() as session:
         assert await inbox.gaps(session) == []
         assert await inbox.position(session, "book-A") == 5
+
+
+#: Batches of (message number, stream, sequence): a number seen before is a redelivery of
+#: that message (its stream and sequence are the first copy's).
+_batches = st.lists(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from("AB"), st.integers(1, 8)),
+        min_size=1,
+        max_size=6,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=_batches)
+async def test_any_batches_are_recorded_like_their_messages_one_by_one(
+    msg_engine: AsyncEngine, batches: list[list[tuple[int, str, int]]]
+) -> None:
+    """Out of order, with gaps, redeliveries within and across batches: record_many gives
+    each message the answer, and each stream the position and gap, of one-by-one recording."""
+    run = uuid7().hex[:12]
+    one, many = Inbox(SCHEMA, f"one-{run}"), Inbox(SCHEMA, f"many-{run}")
+    factory = make_session_factory(msg_engine)
+    messages: dict[int, Envelope] = {}
+    for batch in batches:
+        envelopes = [
+            messages.setdefault(n, Envelope(str(uuid7()), "t", "p", stream, sequence, {}))
+            for n, stream, sequence in batch
+        ]
+        async with factory() as session, session.begin():
+            batched = await many.record_many(session, envelopes)
+            singly = [await one.record(session, e) for e in envelopes]
+        assert batched == singly
+        async with factory() as session:
+            for stream in "AB":
+                assert await many.position(session, stream) == await one.position(session, stream)
+            assert [
+                (g.stream, g.contiguous_upto, g.highest_seen) for g in await many.gaps(session)
+            ] == [(g.stream, g.contiguous_upto, g.highest_seen) for g in await one.gaps(session)]
 
 
 async def test_a_batch_is_recorded_like_its_messages_one_by_one(msg_engine: AsyncEngine) -> None:
