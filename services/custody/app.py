@@ -3,7 +3,7 @@
 from fastapi import FastAPI
 
 from services.custody import clearing_feed
-from services.custody.consumers import consumer_specs
+from services.custody.consumers import consumer_groups, consumer_specs
 from services.custody.routes import router
 from services.custody.settings import CustodySettings
 from shared.app import create_service_app
@@ -12,7 +12,9 @@ from shared.runtime import ServiceRuntime
 
 def create_runtime(settings: CustodySettings | None = None) -> ServiceRuntime:
     settings = settings or CustodySettings()
-    return ServiceRuntime("custody", settings, consumers=consumer_specs(settings))
+    return ServiceRuntime(
+        "custody", settings, consumers=consumer_specs(settings), groups=consumer_groups()
+    )
 
 
 def create_app(settings: CustodySettings | None = None) -> FastAPI:

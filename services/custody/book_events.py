@@ -362,11 +362,11 @@ _LOCK_BOOK_ACCOUNTS = text(
 )
 
 
-async def lock_accounts_of_book_events(
-    session: AsyncSession, payloads: list[dict[str, Any]]
-) -> None:
-    """Lock every account a batch of book events may move (the cash and units accounts
-    of the members whose orders they name, and the fee account if any trade), in id order."""
+_BOOK_ACCOUNTS_LOCKED = "custody.book_accounts_locked"
+
+
+def book_lock_params(payloads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What names the accounts a batch of book events may move (None: no order named)."""
     order_ids: set[str] = set()
     instruments: set[str] = set()
     trades = False
@@ -379,8 +379,23 @@ async def lock_accounts_of_book_events(
             for key in ("order_id", "maker_order_id", "taker_order_id"):
                 if isinstance(event.get(key), str):
                     order_ids.add(event[key])
-    if order_ids:
-        await session.execute(
-            _LOCK_BOOK_ACCOUNTS,
-            {"orders": sorted(order_ids), "instruments": sorted(instruments), "trades": trades},
-        )
+    if not order_ids:
+        return None
+    return {"orders": sorted(order_ids), "instruments": sorted(instruments), "trades": trades}
+
+
+def note_book_accounts_locked(session: AsyncSession) -> None:
+    """The caller locked the accounts of this transaction's book events already."""
+    session.info[_BOOK_ACCOUNTS_LOCKED] = session.sync_session.get_transaction()
+
+
+async def lock_accounts_of_book_events(
+    session: AsyncSession, payloads: list[dict[str, Any]]
+) -> None:
+    """Lock every account a batch of book events may move (the cash and units accounts
+    of the members whose orders they name, and the fee account if any trade), in id order."""
+    if session.info.get(_BOOK_ACCOUNTS_LOCKED) is session.sync_session.get_transaction():
+        return
+    params = book_lock_params(payloads)
+    if params is not None:
+        await session.execute(_LOCK_BOOK_ACCOUNTS, params)

@@ -56,22 +56,12 @@ _LOCK_PRODUCTS = text(
 )
 
 #: Everything a batch is decided on, read in one statement after its locks are granted:
-#: |H ∪ C| per product (the recorded holder count, kept in the same transactions as the
-#: accounts, plus the members with an open buy who hold nothing yet); per (member, product)
-#: the member's cash and units accounts with what is available on each, and whether the
-#: member is in H ∪ C of the product; the members; the orders reserved before.
+#: per (member, product) the member's cash and units accounts with what is available on
+#: each, and whether the member is in H ∪ C of the product (a holder, or a candidate: an
+#: open buy); the members; the orders reserved before.
 _BATCH_FACTS = text(
     """
-    WITH possible_rows AS (
-        SELECT p.code, p.holder_count + (
-            SELECT count(DISTINCT r.member_id) FROM custody.reservations r
-            LEFT JOIN custody.accounts a
-              ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
-            WHERE r.instrument = p.code AND r.side = 'BUY' AND r.status = 'open'
-              AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
-        ) AS possible
-        FROM custody.products p WHERE p.code = ANY(CAST(:codes AS text[]))
-    ), fact_rows AS (
+    WITH fact_rows AS (
         SELECT k.member_id, k.code,
                cash.id AS cash_id, cash.settled - cash.held - cash.pending_out AS cash_available,
                units.id AS units_id,
@@ -92,11 +82,26 @@ _BATCH_FACTS = text(
         SELECT member_id, partner_id, qualified, risk_tolerance FROM custody.members
         WHERE member_id = ANY(CAST(:members AS text[]))
     )
-    SELECT (SELECT coalesce(json_agg(x), '[]') FROM possible_rows x) AS possible,
-           (SELECT coalesce(json_agg(x), '[]') FROM fact_rows x) AS facts,
+    SELECT (SELECT coalesce(json_agg(x), '[]') FROM fact_rows x) AS facts,
            (SELECT coalesce(json_agg(x), '[]') FROM member_rows x) AS members,
            ARRAY(SELECT order_id FROM custody.reservations
                  WHERE order_id = ANY(CAST(:orders AS text[]))) AS seen
+    """
+)
+
+#: |H ∪ C| per product: the recorded holder count (kept in the same transactions as the
+#: accounts) plus the members with an open buy who hold nothing yet. Read only for the
+#: products a batch may add a candidate to (most orders come from holders or candidates).
+_POSSIBLE_HOLDERS = text(
+    """
+    SELECT p.code, p.holder_count + (
+        SELECT count(DISTINCT r.member_id) FROM custody.reservations r
+        LEFT JOIN custody.accounts a
+          ON a.owner_kind = 'member' AND a.owner_id = r.member_id AND a.asset = r.instrument
+        WHERE r.instrument = p.code AND r.side = 'BUY' AND r.status = 'open'
+          AND NOT coalesce(a.settled > 0 OR a.pending_in > 0, false)
+    ) AS possible
+    FROM custody.products p WHERE p.code = ANY(CAST(:codes AS text[]))
     """
 )
 
@@ -166,7 +171,6 @@ async def submit_many(
         await session.execute(
             _BATCH_FACTS,
             {
-                "codes": codes,
                 "pair_members": [p[0] for p in pairs],
                 "pair_codes": [p[1] for p in pairs],
                 "members": sorted({p[0] for p in pairs}),
@@ -174,7 +178,6 @@ async def submit_many(
             },
         )
     ).one()
-    possible = {r["code"]: int(r["possible"]) for r in _json(facts.possible)}
     accounts = {(r["member_id"], r["code"]): SimpleNamespace(**r) for r in _json(facts.facts)}
     members = {
         r["member_id"]: MemberFacts(r["partner_id"], r["qualified"], r["risk_tolerance"])
@@ -188,6 +191,14 @@ async def submit_many(
         if row.units_id is not None:
             available[row.units_id] = int(row.units_available)
     in_cap = {key: bool(row.in_holders_or_candidates) for key, row in accounts.items()}
+    # Members enter H ∪ C only by buying, so only these products' counts can be needed.
+    may_grow = sorted(
+        {o["instrument"] for o in orders if o["side"] == "BUY" and not in_cap[key_of(o)]}
+    )
+    possible: dict[str, int] = {}
+    if may_grow:
+        rows = await session.execute(_POSSIBLE_HOLDERS, {"codes": may_grow})
+        possible = {r.code: int(r.possible) for r in rows}
 
     decisions: list[_Decision] = []
     for order, correlation_id in batch:
@@ -209,7 +220,7 @@ async def submit_many(
         price, quantity = order["price_fen"], order["quantity"]
         if reason is None and (price <= 0 or quantity <= 0):
             reason = "INVALID_ORDER"
-        key = (member_id, code)
+        key = key_of(order)
         new_candidate = side == "BUY" and not in_cap[key]
         if reason is None and new_candidate:
             assert product is not None  # a known product, or the reason would be set
@@ -237,6 +248,10 @@ async def submit_many(
         finally:
             correlation_id_var.reset(token)
     return [d.reason or None for d in decisions]
+
+
+def key_of(order: OrderSubmit) -> tuple[str, str]:
+    return order["member_id"], order["instrument"]
 
 
 async def _write_reservations(session: AsyncSession, accepted: list[_Decision]) -> None:
@@ -350,16 +365,28 @@ _LOCK_SUBMIT_ACCOUNTS = text(
 )
 
 
-async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[OrderSubmit]) -> None:
-    """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
-    keys = sorted(
+def submit_account_keys(submits: Sequence[OrderSubmit]) -> list[tuple[str, str]]:
+    """The (member, asset) accounts a batch of ``order.submit`` holds from."""
+    return sorted(
         {(o["member_id"], "CNY" if o["side"] == "BUY" else o["instrument"]) for o in submits}
     )
+
+
+def submit_accounts_locked(session: AsyncSession) -> set[tuple[str, str]]:
+    """The (member, asset) accounts the session's transaction holds locked (locks end
+    with their transaction, and so does this record of them)."""
     transaction = session.sync_session.get_transaction()
     remembered = session.info.get(_LOCKED_SUBMIT_ACCOUNTS)
-    if remembered is None or remembered[0] is not transaction:  # locks end with a transaction
+    if remembered is None or remembered[0] is not transaction:
         remembered = session.info[_LOCKED_SUBMIT_ACCOUNTS] = (transaction, set())
     locked: set[tuple[str, str]] = remembered[1]
+    return locked
+
+
+async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[OrderSubmit]) -> None:
+    """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
+    keys = submit_account_keys(submits)
+    locked = submit_accounts_locked(session)
     if keys and not locked.issuperset(keys):  # a consumer's batch locked them already
         await session.execute(
             _LOCK_SUBMIT_ACCOUNTS,
