@@ -20,6 +20,7 @@ from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import BatchHandler, Handler
 from shared.runtime import ConsumerSpec
+from shared.sql import Statement
 
 #: The consumer's name; its inbox is ``clearing.book`` (the runtime prefixes the service).
 CONSUMER = "book"
@@ -142,12 +143,14 @@ async def apply_book_events(
             )
 
 
-_CAPTURED = text("SELECT trade_id FROM clearing.trades WHERE trade_id = ANY(CAST(:ids AS text[]))")
-_ORDER_FEES_MANY = text(
+_CAPTURED = Statement(
+    "SELECT trade_id FROM clearing.trades WHERE trade_id = ANY(CAST(:ids AS text[]))"
+)
+_ORDER_FEES_MANY = Statement(
     "SELECT order_id, fees_fen FROM clearing.order_fees "
     "WHERE order_id = ANY(CAST(:ids AS text[])) ORDER BY order_id FOR UPDATE"
 )
-_INSERT_TRADES = text(
+_INSERT_TRADES = Statement(
     """
     INSERT INTO clearing.trades (trade_id, instrument, business_date, book_seq, stream_seq,
         price_fen, quantity, amount_fen, buyer_member_id, seller_member_id, buy_order_id,
@@ -162,7 +165,7 @@ _INSERT_TRADES = text(
     RETURNING trade_id
     """
 )
-_ADD_ORDER_FEES = text(
+_ADD_ORDER_FEES = Statement(
     """
     INSERT INTO clearing.order_fees (order_id, member_id, side, fees_fen, fills)
     SELECT o, m, s, f, n FROM unnest(CAST(:o AS text[]), CAST(:m AS text[]),
@@ -173,7 +176,7 @@ _ADD_ORDER_FEES = text(
             fills = clearing.order_fees.fills + EXCLUDED.fills
     """
 )
-_RECORD_ROLLS = text(
+_RECORD_ROLLS = Statement(
     """
     INSERT INTO clearing.day_rolls (instrument, previous_date, business_date, book_seq, stream_seq)
     SELECT i, p, d, q, s FROM unnest(CAST(:i AS text[]), CAST(:p AS date[]),
@@ -212,15 +215,13 @@ async def capture_batch(
     if trades:
         captured = await _capture_trades(session, trades, schedule)
     if rolls:
-        await session.execute(
-            _RECORD_ROLLS,
-            {
-                "i": [r[0] for r in rolls],
-                "p": [date.fromisoformat(r[1]["previous_date"]) for r in rolls],
-                "d": [date.fromisoformat(r[1]["business_date"]) for r in rolls],
-                "q": [int(r[1]["seq"]) for r in rolls],
-                "s": [r[2] for r in rolls],
-            },
+        await _RECORD_ROLLS.execute(
+            session,
+            i=[r[0] for r in rolls],
+            p=[date.fromisoformat(r[1]["previous_date"]) for r in rolls],
+            d=[date.fromisoformat(r[1]["business_date"]) for r in rolls],
+            q=[int(r[1]["seq"]) for r in rolls],
+            s=[r[2] for r in rolls],
         )
     return captured
 
@@ -231,10 +232,10 @@ async def _capture_trades(
     schedule: FeeSchedule,
 ) -> int:
     ids = [str(t[1]["trade_id"]) for t in trades]
-    seen = set((await session.execute(_CAPTURED, {"ids": ids})).scalars())
+    seen = {r[0] for r in await _CAPTURED.fetch(session, ids=ids)}
     orders = sorted({o for t in trades for o in sides(t[1])[0::2]})
     charged: dict[str, int] = {
-        str(o): int(f) for o, f in (await session.execute(_ORDER_FEES_MANY, {"ids": orders}))
+        str(o): int(f) for o, f in await _ORDER_FEES_MANY.fetch(session, ids=orders)
     }
     columns: dict[str, list[Any]] = {name: [] for name in _TRADE_PARAMS}
     # Per order: (member, side, fees added, fills added).
@@ -281,21 +282,19 @@ async def _capture_trades(
             columns[name].append(value)
     if not columns["t"]:
         return 0
-    inserted = len((await session.execute(_INSERT_TRADES, columns)).all())
+    inserted = len(await _INSERT_TRADES.fetch(session, **columns))
     if inserted != len(columns["t"]):
         # A concurrent consumer stored some of these trades between the check and the
         # insert: roll back, the batch is retried message by message.
         raise RuntimeError("trades captured concurrently; retrying")
     order_ids = sorted(added)
-    await session.execute(
-        _ADD_ORDER_FEES,
-        {
-            "o": order_ids,
-            "m": [added[o][0] for o in order_ids],
-            "s": [added[o][1] for o in order_ids],
-            "f": [added[o][2] for o in order_ids],
-            "n": [added[o][3] for o in order_ids],
-        },
+    await _ADD_ORDER_FEES.execute(
+        session,
+        o=order_ids,
+        m=[added[o][0] for o in order_ids],
+        s=[added[o][1] for o in order_ids],
+        f=[added[o][2] for o in order_ids],
+        n=[added[o][3] for o in order_ids],
     )
     return inserted
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.custody import ledger, messages, registry
@@ -26,6 +25,7 @@ from services.custody.domain.reservations import Side, apply_fill, required_hold
 from services.custody.domain.settlement import AccountKey, Delta
 from shared.clock import utc_now
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
+from shared.sql import Statement
 
 #: One message's events: (instrument, events in the book's order).
 BookMessage = tuple[str, Sequence[dict[str, Any]]]
@@ -73,7 +73,7 @@ class _Batch:
             setattr(d, name, getattr(d, name) + value)
 
 
-_RESERVATIONS = text(
+_RESERVATIONS = Statement(
     """
     SELECT order_id, member_id, instrument, side, price_fen, remaining, fees_charged, held,
            account_id, status, close_reason
@@ -115,31 +115,31 @@ async def apply_book_messages(
 async def _load_reservations(session: AsyncSession, ids: set[str]) -> dict[str, _Reservation]:
     if not ids:
         return {}
-    rows = await session.execute(_RESERVATIONS, {"ids": sorted(ids)})
-    return {r.order_id: _Reservation(*r) for r in rows}
+    rows = await _RESERVATIONS.fetch(session, ids=sorted(ids))
+    return {r["order_id"]: _Reservation(*r) for r in rows}
+
+
+_KNOWN_TRADES = Statement(
+    "SELECT trade_id FROM custody.trades WHERE trade_id = ANY(CAST(:t AS text[]))"
+)
+_SETTLED_DATES = Statement(
+    "SELECT business_date FROM custody.settlement_batches "
+    "WHERE business_date = ANY(CAST(:d AS date[]))"
+)
 
 
 async def _known_trades(session: AsyncSession, ids: set[str]) -> set[str]:
     if not ids:
         return set()
-    rows = await session.execute(
-        text("SELECT trade_id FROM custody.trades WHERE trade_id = ANY(CAST(:t AS text[]))"),
-        {"t": sorted(ids)},
-    )
-    return set(rows.scalars())
+    rows = await _KNOWN_TRADES.fetch(session, t=sorted(ids))
+    return {r[0] for r in rows}
 
 
 async def _settled_dates(session: AsyncSession, dates: set[date]) -> set[date]:
     if not dates:
         return set()
-    rows = await session.execute(
-        text(
-            "SELECT business_date FROM custody.settlement_batches "
-            "WHERE business_date = ANY(CAST(:d AS date[]))"
-        ),
-        {"d": sorted(dates)},
-    )
-    return set(rows.scalars())
+    rows = await _SETTLED_DATES.fetch(session, d=sorted(dates))
+    return {r[0] for r in rows}
 
 
 async def _apply(
@@ -264,6 +264,32 @@ def _amended(state: _Batch, event: dict[str, Any], schedule: FeeSchedule) -> Non
     res.changed = True
 
 
+_WRITE_RESERVATIONS = Statement(
+    """
+    UPDATE custody.reservations r SET remaining = v.remaining,
+        fees_charged = v.fees, held = v.held, status = v.status,
+        close_reason = v.close_reason
+    FROM unnest(CAST(:ids AS text[]), CAST(:remaining AS bigint[]),
+                CAST(:fees AS bigint[]), CAST(:held AS bigint[]),
+                CAST(:status AS text[]), CAST(:reasons AS text[]))
+         AS v(order_id, remaining, fees, held, status, close_reason)
+    WHERE r.order_id = v.order_id
+    """
+)
+_INSERT_TRADES = Statement(
+    """
+    INSERT INTO custody.trades (trade_id, instrument, business_date, price_fen,
+        quantity, buyer_member_id, seller_member_id, buyer_order_id,
+        seller_order_id, buyer_fee_fen, seller_fee_fen, created_at)
+    SELECT v.*, CAST(:now AS timestamptz)
+    FROM unnest(CAST(:t AS text[]), CAST(:c AS text[]), CAST(:d AS date[]),
+                CAST(:p AS bigint[]), CAST(:q AS bigint[]), CAST(:bm AS text[]),
+                CAST(:sm AS text[]), CAST(:bo AS text[]), CAST(:so AS text[]),
+                CAST(:bf AS bigint[]), CAST(:sf AS bigint[])) AS v
+    """
+)
+
+
 async def _write(session: AsyncSession, state: _Batch) -> None:
     """One statement per kind of change, accounts in ascending id order."""
     keys = [k for k in state.deltas if isinstance(k, tuple)]
@@ -284,57 +310,31 @@ async def _write(session: AsyncSession, state: _Batch) -> None:
         (r for r in state.reservations.values() if r.changed), key=lambda r: r.order_id
     )
     if changed:
-        await session.execute(
-            text(
-                """
-                UPDATE custody.reservations r SET remaining = v.remaining,
-                    fees_charged = v.fees, held = v.held, status = v.status,
-                    close_reason = v.close_reason
-                FROM unnest(CAST(:ids AS text[]), CAST(:remaining AS bigint[]),
-                            CAST(:fees AS bigint[]), CAST(:held AS bigint[]),
-                            CAST(:status AS text[]), CAST(:reasons AS text[]))
-                     AS v(order_id, remaining, fees, held, status, close_reason)
-                WHERE r.order_id = v.order_id
-                """
-            ),
-            {
-                "ids": [r.order_id for r in changed],
-                "remaining": [r.remaining for r in changed],
-                "fees": [r.fees_charged for r in changed],
-                "held": [r.held for r in changed],
-                "status": [r.status for r in changed],
-                "reasons": [r.close_reason for r in changed],
-            },
+        await _WRITE_RESERVATIONS.execute(
+            session,
+            ids=[r.order_id for r in changed],
+            remaining=[r.remaining for r in changed],
+            fees=[r.fees_charged for r in changed],
+            held=[r.held for r in changed],
+            status=[r.status for r in changed],
+            reasons=[r.close_reason for r in changed],
         )
     if state.trades:
         columns = list(zip(*state.trades, strict=True))
-        await session.execute(
-            text(
-                """
-                INSERT INTO custody.trades (trade_id, instrument, business_date, price_fen,
-                    quantity, buyer_member_id, seller_member_id, buyer_order_id,
-                    seller_order_id, buyer_fee_fen, seller_fee_fen, created_at)
-                SELECT v.*, CAST(:now AS timestamptz)
-                FROM unnest(CAST(:t AS text[]), CAST(:c AS text[]), CAST(:d AS date[]),
-                            CAST(:p AS bigint[]), CAST(:q AS bigint[]), CAST(:bm AS text[]),
-                            CAST(:sm AS text[]), CAST(:bo AS text[]), CAST(:so AS text[]),
-                            CAST(:bf AS bigint[]), CAST(:sf AS bigint[])) AS v
-                """
-            ),
-            {
-                "t": list(columns[0]),
-                "c": list(columns[1]),
-                "d": list(columns[2]),
-                "p": list(columns[3]),
-                "q": list(columns[4]),
-                "bm": list(columns[5]),
-                "sm": list(columns[6]),
-                "bo": list(columns[7]),
-                "so": list(columns[8]),
-                "bf": list(columns[9]),
-                "sf": list(columns[10]),
-                "now": utc_now(),
-            },
+        await _INSERT_TRADES.execute(
+            session,
+            t=list(columns[0]),
+            c=list(columns[1]),
+            d=list(columns[2]),
+            p=list(columns[3]),
+            q=list(columns[4]),
+            bm=list(columns[5]),
+            sm=list(columns[6]),
+            bo=list(columns[7]),
+            so=list(columns[8]),
+            bf=list(columns[9]),
+            sf=list(columns[10]),
+            now=utc_now(),
         )
     # Product rows before outbox streams: the order in which the command consumer takes them.
     changed_products = state.changed_products + await ledger.refresh_holder_counts(
@@ -348,7 +348,7 @@ async def _write(session: AsyncSession, state: _Batch) -> None:
 
 # --- lock order: a batch locks every account it may move first, in id order (orders.py) ---
 
-_LOCK_BOOK_ACCOUNTS = text(
+_LOCK_BOOK_ACCOUNTS = Statement(
     """
     SELECT a.id FROM custody.accounts a
     WHERE (a.owner_kind = 'member'
@@ -398,4 +398,4 @@ async def lock_accounts_of_book_events(
         return
     params = book_lock_params(payloads)
     if params is not None:
-        await session.execute(_LOCK_BOOK_ACCOUNTS, params)
+        await _LOCK_BOOK_ACCOUNTS.execute(session, **params)

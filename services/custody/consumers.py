@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.custody import book_events, ledger, messages, orders
@@ -32,6 +31,7 @@ from shared.logging import correlation_id_var
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import BatchHandler, Handler
 from shared.runtime import ConsumerSpec, GroupSpec
+from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
 # they release is then available to the orders after them), after locking every account
 # either part may move in one statement, in id order (the ledger's lock order).
 
-_LOCK_WRITER_ACCOUNTS = text(
+_LOCK_WRITER_ACCOUNTS = Statement(
     """
     SELECT a.id FROM custody.accounts a
     WHERE a.id IN (
@@ -187,15 +187,13 @@ async def lock_writer_batch(session: AsyncSession, envelopes: Sequence[Envelope]
     )
     book = book_events.book_lock_params([e.payload for e in envelopes if e.type == BOOK_EVENTS])
     if keys or book is not None:
-        await session.execute(
-            _LOCK_WRITER_ACCOUNTS,
-            {
-                "members": [k[0] for k in keys],
-                "assets": [k[1] for k in keys],
-                "orders": [] if book is None else book["orders"],
-                "instruments": [] if book is None else book["instruments"],
-                "trades": book is not None and book["trades"],
-            },
+        await _LOCK_WRITER_ACCOUNTS.execute(
+            session,
+            members=[k[0] for k in keys],
+            assets=[k[1] for k in keys],
+            orders=[] if book is None else book["orders"],
+            instruments=[] if book is None else book["instruments"],
+            trades=book is not None and book["trades"],
         )
     orders.submit_accounts_locked(session).update(keys)
     book_events.note_book_accounts_locked(session)

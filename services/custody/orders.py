@@ -10,7 +10,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.custody import messages, registry, repository
@@ -25,6 +24,7 @@ from shared.clock import utc_now
 from shared.contracts import BookCommand, OrderAmend, OrderCancel, OrderSubmit
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.logging import correlation_id_var
+from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # before the batch (``lock_accounts_of_submits``), so their balances read here are the ones
 # the holds are added to.
 
-_LOCK_PRODUCTS = text(
+_LOCK_PRODUCTS = Statement(
     """
     SELECT code, state, transferable, risk_level, max_holders FROM custody.products
     WHERE code = ANY(CAST(:codes AS text[])) ORDER BY code FOR UPDATE
@@ -59,7 +59,7 @@ _LOCK_PRODUCTS = text(
 #: per (member, product) the member's cash and units accounts with what is available on
 #: each, and whether the member is in H ∪ C of the product (a holder, or a candidate: an
 #: open buy); the members; the orders reserved before.
-_BATCH_FACTS = text(
+_BATCH_FACTS = Statement(
     """
     WITH fact_rows AS (
         SELECT k.member_id, k.code,
@@ -92,7 +92,7 @@ _BATCH_FACTS = text(
 #: |H ∪ C| per product: the recorded holder count (kept in the same transactions as the
 #: accounts) plus the members with an open buy who hold nothing yet. Read only for the
 #: products a batch may add a candidate to (most orders come from holders or candidates).
-_POSSIBLE_HOLDERS = text(
+_POSSIBLE_HOLDERS = Statement(
     """
     SELECT p.code, p.holder_count + (
         SELECT count(DISTINCT r.member_id) FROM custody.reservations r
@@ -106,7 +106,7 @@ _POSSIBLE_HOLDERS = text(
 )
 
 #: The batch's holds added to its (locked) accounts and its reservation rows, together.
-_HOLD_AND_RESERVE = text(
+_HOLD_AND_RESERVE = Statement(
     """
     WITH hold AS (
         UPDATE custody.accounts a SET held = a.held + v.amount
@@ -165,25 +165,23 @@ async def submit_many(
     # The accounts to reserve from, in id order (a consumer's batch holds them already).
     await lock_accounts_of_submits(session, orders)
     codes = sorted({o["instrument"] for o in orders})
-    products = {r.code: r for r in await session.execute(_LOCK_PRODUCTS, {"codes": codes})}
+    products = {
+        r["code"]: SimpleNamespace(**r) for r in await _LOCK_PRODUCTS.fetch(session, codes=codes)
+    }
     pairs = sorted({(o["member_id"], o["instrument"]) for o in orders})
-    facts = (
-        await session.execute(
-            _BATCH_FACTS,
-            {
-                "pair_members": [p[0] for p in pairs],
-                "pair_codes": [p[1] for p in pairs],
-                "members": sorted({p[0] for p in pairs}),
-                "orders": sorted({o["order_id"] for o in orders}),
-            },
-        )
-    ).one()
-    accounts = {(r["member_id"], r["code"]): SimpleNamespace(**r) for r in _json(facts.facts)}
+    (facts,) = await _BATCH_FACTS.fetch(
+        session,
+        pair_members=[p[0] for p in pairs],
+        pair_codes=[p[1] for p in pairs],
+        members=sorted({p[0] for p in pairs}),
+        orders=sorted({o["order_id"] for o in orders}),
+    )
+    accounts = {(r["member_id"], r["code"]): SimpleNamespace(**r) for r in _json(facts["facts"])}
     members = {
         r["member_id"]: MemberFacts(r["partner_id"], r["qualified"], r["risk_tolerance"])
-        for r in _json(facts.members)
+        for r in _json(facts["members"])
     }
-    seen = set(facts.seen)
+    seen = set(facts["seen"])
     available: dict[int, int] = {}
     for row in accounts.values():
         if row.cash_id is not None:
@@ -197,8 +195,8 @@ async def submit_many(
     )
     possible: dict[str, int] = {}
     if may_grow:
-        rows = await session.execute(_POSSIBLE_HOLDERS, {"codes": may_grow})
-        possible = {r.code: int(r.possible) for r in rows}
+        rows = await _POSSIBLE_HOLDERS.fetch(session, codes=may_grow)
+        possible = {r["code"]: int(r["possible"]) for r in rows}
 
     decisions: list[_Decision] = []
     for order, correlation_id in batch:
@@ -262,21 +260,19 @@ async def _write_reservations(session: AsyncSession, accepted: list[_Decision]) 
         assert d.account_id is not None
         holds[d.account_id] = holds.get(d.account_id, 0) + d.held
     ids = sorted(holds)
-    await session.execute(
-        _HOLD_AND_RESERVE,
-        {
-            "ids": ids,
-            "amounts": [holds[i] for i in ids],
-            "orders": [d.order["order_id"] for d in accepted],
-            "members": [d.order["member_id"] for d in accepted],
-            "codes": [d.order["instrument"] for d in accepted],
-            "sides": [d.order["side"] for d in accepted],
-            "prices": [d.order["price_fen"] for d in accepted],
-            "quantities": [d.order["quantity"] for d in accepted],
-            "held": [d.held for d in accepted],
-            "accounts": [d.account_id for d in accepted],
-            "now": utc_now(),
-        },
+    await _HOLD_AND_RESERVE.execute(
+        session,
+        ids=ids,
+        amounts=[holds[i] for i in ids],
+        orders=[d.order["order_id"] for d in accepted],
+        members=[d.order["member_id"] for d in accepted],
+        codes=[d.order["instrument"] for d in accepted],
+        sides=[d.order["side"] for d in accepted],
+        prices=[d.order["price_fen"] for d in accepted],
+        quantities=[d.order["quantity"] for d in accepted],
+        held=[d.held for d in accepted],
+        accounts=[d.account_id for d in accepted],
+        now=utc_now(),
     )
 
 
@@ -354,7 +350,7 @@ async def control(session: AsyncSession, code: str, action: str, shards: int) ->
 
 #: The (member, asset) accounts the session's transaction holds locked for order submits.
 _LOCKED_SUBMIT_ACCOUNTS = "custody.locked_submit_accounts"
-_LOCK_SUBMIT_ACCOUNTS = text(
+_LOCK_SUBMIT_ACCOUNTS = Statement(
     """
     SELECT a.id FROM custody.accounts a
     JOIN unnest(CAST(:members AS text[]), CAST(:assets AS text[])) AS k(member_id, asset)
@@ -388,8 +384,7 @@ async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[Orde
     keys = submit_account_keys(submits)
     locked = submit_accounts_locked(session)
     if keys and not locked.issuperset(keys):  # a consumer's batch locked them already
-        await session.execute(
-            _LOCK_SUBMIT_ACCOUNTS,
-            {"members": [k[0] for k in keys], "assets": [k[1] for k in keys]},
+        await _LOCK_SUBMIT_ACCOUNTS.execute(
+            session, members=[k[0] for k in keys], assets=[k[1] for k in keys]
         )
         locked.update(keys)

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import repositories as repo
@@ -36,6 +35,7 @@ from shared.contracts import (
 from shared.fees import trade_fee_fen
 from shared.messaging.envelope import Envelope
 from shared.money import format_fen
+from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ NOTIFY_LIMIT = 7900
 
 #: A batch's changed orders written back in one statement (one UPDATE per row would cost a
 #: round of the driver and the server each).
-_WRITE_ORDERS = text(
+_WRITE_ORDERS = Statement(
     "UPDATE gateway.orders o SET {sets} FROM unnest({arrays}) AS v({names}) "
     "WHERE o.order_id = v.order_id".format(
         sets=", ".join(f"{n} = v.{n}" for n in _WRITTEN if n != "order_id"),
@@ -69,7 +69,7 @@ _WRITE_ORDERS = text(
 )
 _TRADE_COLUMNS = tuple(c.name for c in trades.columns if c.name != "id")
 #: New trades in the order given (their ids are the trade feed's order).
-_INSERT_TRADES = text(
+_INSERT_TRADES = Statement(
     "INSERT INTO gateway.trades ({names}) SELECT {names} FROM unnest({arrays}) "
     "WITH ORDINALITY AS t({names}, n) ORDER BY t.n "
     "ON CONFLICT (trade_id, order_id) DO NOTHING".format(
@@ -77,9 +77,15 @@ _INSERT_TRADES = text(
         arrays=", ".join(f"CAST(:{n} AS {sql_type(trades, n)}[])" for n in _TRADE_COLUMNS),
     )
 )
-_TRADE_KEYS = text(
+_TRADE_KEYS = Statement(
     "SELECT trade_id, order_id FROM gateway.trades WHERE trade_id = ANY(CAST(:ids AS text[]))"
 )
+_LOAD_ORDERS = Statement(
+    "SELECT {names} FROM gateway.orders WHERE order_id = ANY(CAST(:ids AS text[]))".format(
+        names=", ".join(c.name for c in orders.columns)
+    )
+)
+_NOTIFY = Statement("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
 def _columns(rows: Sequence[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
@@ -192,10 +198,10 @@ class ViewUpdater:
             return
         pushes = self._pushes(session)
         if batch.new_trades:
-            await session.execute(_INSERT_TRADES, _columns(batch.new_trades, _TRADE_COLUMNS))
+            await _INSERT_TRADES.execute(session, **_columns(batch.new_trades, _TRADE_COLUMNS))
         if batch.dirty:
             changed = [batch.rows[oid] for oid in sorted(batch.dirty)]
-            await session.execute(_WRITE_ORDERS, _columns(changed, _WRITTEN))
+            await _WRITE_ORDERS.execute(session, **_columns(changed, _WRITTEN))
         if await hooks.enqueue(session, batch.events):
             pushes.webhooks = True
         if self._notify_channel is not None:
@@ -244,10 +250,7 @@ class ViewUpdater:
                     "websocket push too large for NOTIFY; dropped", extra={"kind": message["k"]}
                 )
         if payloads:
-            await session.execute(
-                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
-                {"channel": self._notify_channel, "payloads": payloads},
-            )
+            await _NOTIFY.execute(session, channel=self._notify_channel, payloads=payloads)
 
     def _pushes(self, session: AsyncSession) -> PendingPushes:
         pushes = session.info.get(_PUSHES)
@@ -275,8 +278,8 @@ class ViewUpdater:
         wanted = order_ids - batch.rows.keys() - batch.absent
         if not wanted:
             return
-        for row in await repo.get_orders_by_ids(session, wanted):
-            batch.rows[row.order_id] = dict(row._mapping)
+        for row in await _LOAD_ORDERS.fetch(session, ids=sorted(wanted)):
+            batch.rows[row["order_id"]] = dict(row)
         batch.absent |= wanted - batch.rows.keys()
 
     @staticmethod
@@ -284,8 +287,8 @@ class ViewUpdater:
         wanted = trade_ids - batch.checked_trades
         if not wanted:
             return
-        result = await session.execute(_TRADE_KEYS, {"ids": sorted(wanted)})
-        batch.trade_keys |= {(r.trade_id, r.order_id) for r in result}
+        rows = await _TRADE_KEYS.fetch(session, ids=sorted(wanted))
+        batch.trade_keys |= {(r["trade_id"], r["order_id"]) for r in rows}
         batch.checked_trades |= wanted
 
     async def _load(self, session: AsyncSession, order_ids: set[str]) -> _Orders:

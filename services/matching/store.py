@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matching.engine import ShardEngine
 from shared.contracts import book_stream
+from shared.sql import Statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +21,19 @@ class JournalEntry:
     command: dict[str, Any]
 
 
-_HEAD = text("SELECT coalesce(max(seq), 0) FROM matching.journal WHERE shard = :shard")
-_KNOWN = text("SELECT message_id::text FROM matching.journal WHERE message_id = ANY(:ids)")
-_APPEND = text(
+_HEAD = Statement(
+    "SELECT coalesce(max(seq), 0) FROM matching.journal WHERE shard = CAST(:shard AS integer)"
+)
+_KNOWN = Statement(
+    "SELECT message_id::text FROM matching.journal WHERE message_id = ANY(CAST(:ids AS uuid[]))"
+)
+#: A batch's entries in one statement (one row per command was one round of the driver each).
+_APPEND = Statement(
     "INSERT INTO matching.journal (shard, seq, message_id, executed_at, command) "
-    "VALUES (:shard, :seq, :message_id, :executed_at, :command)"
+    "SELECT CAST(:shard AS integer), v.seq, v.message_id, v.executed_at, v.command "
+    "FROM unnest(CAST(:seqs AS bigint[]), CAST(:message_ids AS uuid[]), "
+    "CAST(:executed AS text[]), CAST(:commands AS bytea[])) "
+    "AS v(seq, message_id, executed_at, command)"
 )
 _READ = text(
     "SELECT seq, message_id::text, executed_at, command FROM matching.journal "
@@ -50,27 +59,22 @@ _PUBLISHED = text(
 
 
 async def journal_head(session: AsyncSession, shard: int) -> int:
-    return int((await session.execute(_HEAD, {"shard": shard})).scalar_one())
+    return int((await _HEAD.fetch(session, shard=shard))[0][0])
 
 
 async def known_message_ids(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:
-    rows = await session.execute(_KNOWN, {"ids": list(message_ids)})
+    rows = await _KNOWN.fetch(session, ids=list(message_ids))
     return {r[0] for r in rows}
 
 
 async def append(session: AsyncSession, shard: int, entries: Sequence[JournalEntry]) -> None:
-    await session.execute(
-        _APPEND,
-        [
-            {
-                "shard": shard,
-                "seq": e.seq,
-                "message_id": e.message_id,
-                "executed_at": e.executed_at,
-                "command": orjson.dumps(e.command),
-            }
-            for e in entries
-        ],
+    await _APPEND.execute(
+        session,
+        shard=shard,
+        seqs=[e.seq for e in entries],
+        message_ids=[e.message_id for e in entries],
+        executed=[e.executed_at for e in entries],
+        commands=[orjson.dumps(e.command) for e in entries],
     )
 
 

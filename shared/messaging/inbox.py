@@ -30,6 +30,7 @@ from shared.metrics import (
     MESSAGES_FAILED,
     MESSAGES_REJECTED,
 )
+from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Inbox:
         # new messages' ids, then one row per stream with its position after the batch
         # (advanced over the batch's new sequences when they run on from it without a gap;
         # anything else, ``_close_gaps`` finishes). Streams' rows are taken in stream order.
-        self._record_many = text(
+        self._record_many = Statement(
             f"""
             WITH recorded AS (
                 INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
@@ -165,14 +166,12 @@ class Inbox:
         except ValueError:
             # Not a uuid: let the per-message path fail on that message alone.
             return [await self.record(session, e) for e in envelopes]
-        rows = await session.execute(
-            self._record_many,
-            {
-                "consumer": self.consumer,
-                "message_ids": keys,
-                "streams": [e.stream for e in envelopes],
-                "sequences": [e.sequence for e in envelopes],
-            },
+        rows = await self._record_many.fetch(
+            session,
+            consumer=self.consumer,
+            message_ids=keys,
+            streams=[e.stream for e in envelopes],
+            sequences=[e.sequence for e in envelopes],
         )
         new: set[str] = set()
         reached: list[tuple[str, int, int]] = []

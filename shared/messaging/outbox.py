@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import asyncpg_dsn, check_identifier
@@ -27,6 +26,7 @@ from shared.messaging.broker import Broker, OutgoingMessage, bundle
 from shared.messaging.envelope import Envelope
 from shared.metrics import OUTBOX_PUBLISHED, RELAY_ERRORS
 from shared.notify import listen_forever
+from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Outbox:
         # an extra round trip. Bodies are encoded with the placeholder sequence -1, replaced
         # by the allocated one; the envelope's own "sequence" is the first such text in its
         # JSON (it precedes the payload, and inside a JSON string the quotes are escaped).
-        self._write = text(
+        self._write = Statement(
             f"""
             WITH allocated AS (
                 INSERT INTO {self.schema}.outbox_stream AS s (stream, last_sequence)
@@ -107,25 +107,17 @@ class Outbox:
             return []
         stream_name = stream or self.producer
         drafted = self.envelopes(drafts, stream_name)
-        sequences = (
-            (
-                await session.execute(
-                    self._write,
-                    {
-                        "stream": stream_name,
-                        "n": len(drafts),
-                        "correlation_ids": [e.correlation_id for e in drafted],
-                        "message_ids": [e.message_id for e in drafted],
-                        "routing_keys": [d.routing_key for d in drafts],
-                        "types": [e.type for e in drafted],
-                        "bodies": [placeholder_body(e) for e in drafted],
-                    },
-                )
-            )
-            .scalars()
-            .all()
+        rows = await self._write.fetch(
+            session,
+            stream=stream_name,
+            n=len(drafts),
+            correlation_ids=[e.correlation_id for e in drafted],
+            message_ids=[e.message_id for e in drafted],
+            routing_keys=[d.routing_key for d in drafts],
+            types=[e.type for e in drafted],
+            bodies=[placeholder_body(e) for e in drafted],
         )
-        first = min(sequences)
+        first = min(row[0] for row in rows)
         return [
             dataclasses.replace(envelope, sequence=first + offset)
             for offset, envelope in enumerate(drafted)
