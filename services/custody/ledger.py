@@ -21,6 +21,7 @@ from services.custody.domain.journal import PostingLine, entry_hash, unbalanced_
 from services.custody.domain.settlement import AccountKey, Delta
 from shared.clock import utc_now
 from shared.ids import new_id
+from shared.sql import Statement
 
 BANK_ACCOUNT_KEY: AccountKey = ("bank", "", "CNY")
 FEE_ACCOUNT_KEY: AccountKey = ("fee", "", "CNY")
@@ -62,6 +63,26 @@ async def set_business_date(session: AsyncSession, business_date: date) -> None:
     )
 
 
+_CREATE_ACCOUNTS = Statement(
+    """
+    INSERT INTO custody.accounts (owner_kind, owner_id, asset)
+    SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:owners AS text[]),
+                         CAST(:assets AS text[]))
+    ORDER BY 1, 2, 3
+    ON CONFLICT (owner_kind, owner_id, asset) DO NOTHING
+    """
+)
+_ACCOUNT_IDS = Statement(
+    """
+    SELECT a.id, a.owner_kind, a.owner_id, a.asset
+    FROM custody.accounts a
+    JOIN unnest(CAST(:kinds AS text[]), CAST(:owners AS text[]), CAST(:assets AS text[]))
+         AS k(kind, owner, asset)
+      ON a.owner_kind = k.kind AND a.owner_id = k.owner AND a.asset = k.asset
+    """
+)
+
+
 async def ensure_accounts(
     session: AsyncSession, keys: Iterable[AccountKey]
 ) -> dict[AccountKey, int]:
@@ -72,32 +93,11 @@ async def ensure_accounts(
     kinds = [k[0] for k in wanted]
     owners = [k[1] for k in wanted]
     assets = [k[2] for k in wanted]
-    params = {"kinds": kinds, "owners": owners, "assets": assets}
-    await session.execute(
-        text(
-            """
-            INSERT INTO custody.accounts (owner_kind, owner_id, asset)
-            SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:owners AS text[]),
-                                 CAST(:assets AS text[]))
-            ORDER BY 1, 2, 3
-            ON CONFLICT (owner_kind, owner_id, asset) DO NOTHING
-            """
-        ),
-        params,
-    )
-    rows = await session.execute(
-        text(
-            """
-            SELECT a.id, a.owner_kind, a.owner_id, a.asset
-            FROM custody.accounts a
-            JOIN unnest(CAST(:kinds AS text[]), CAST(:owners AS text[]), CAST(:assets AS text[]))
-                 AS k(kind, owner, asset)
-              ON a.owner_kind = k.kind AND a.owner_id = k.owner AND a.asset = k.asset
-            """
-        ),
-        params,
-    )
-    found = {(r.owner_kind, r.owner_id, r.asset): int(r.id) for r in rows}
+    await _CREATE_ACCOUNTS.execute(session, kinds=kinds, owners=owners, assets=assets)
+    # A second statement, so a fresh snapshot: it sees an account another transaction
+    # created (and committed) while this one's insert waited on it.
+    rows = await _ACCOUNT_IDS.fetch(session, kinds=kinds, owners=owners, assets=assets)
+    found = {(r["owner_kind"], r["owner_id"], r["asset"]): int(r["id"]) for r in rows}
     if len(found) != len(wanted):
         raise LedgerError("could not resolve every account")
     return found
@@ -131,6 +131,18 @@ async def lock_accounts(session: AsyncSession, ids: Iterable[int]) -> None:
     )
 
 
+_APPLY_DELTAS = Statement(
+    """
+    UPDATE custody.accounts a SET
+        settled = a.settled + v.ds, held = a.held + v.dh,
+        pending_in = a.pending_in + v.di, pending_out = a.pending_out + v.dout
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:ds AS bigint[]), CAST(:dh AS bigint[]),
+                CAST(:di AS bigint[]), CAST(:dout AS bigint[])) AS v(id, ds, dh, di, dout)
+    WHERE a.id = v.id
+    """
+)
+
+
 async def apply_deltas(session: AsyncSession, deltas: Mapping[int, Delta]) -> None:
     """Add deltas to accounts in one statement (the caller holds their locks, or accepts the
     CHECK constraints as the guard)."""
@@ -139,24 +151,13 @@ async def apply_deltas(session: AsyncSession, deltas: Mapping[int, Delta]) -> No
     )
     if not items:
         return
-    await session.execute(
-        text(
-            """
-            UPDATE custody.accounts a SET
-                settled = a.settled + v.ds, held = a.held + v.dh,
-                pending_in = a.pending_in + v.di, pending_out = a.pending_out + v.dout
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:ds AS bigint[]), CAST(:dh AS bigint[]),
-                        CAST(:di AS bigint[]), CAST(:dout AS bigint[])) AS v(id, ds, dh, di, dout)
-            WHERE a.id = v.id
-            """
-        ),
-        {
-            "ids": [i for i, _ in items],
-            "ds": [d.settled for _, d in items],
-            "dh": [d.held for _, d in items],
-            "di": [d.pending_in for _, d in items],
-            "dout": [d.pending_out for _, d in items],
-        },
+    await _APPLY_DELTAS.execute(
+        session,
+        ids=[i for i, _ in items],
+        ds=[d.settled for _, d in items],
+        dh=[d.held for _, d in items],
+        di=[d.pending_in for _, d in items],
+        dout=[d.pending_out for _, d in items],
     )
 
 
@@ -366,27 +367,27 @@ async def _insert_postings(
     )
 
 
+_REFRESH_HOLDER_COUNTS = Statement(
+    """
+    UPDATE custody.products p SET holder_count = c.n, updated_at = now()
+    FROM (
+        SELECT code, (
+            SELECT count(*) FROM custody.accounts a
+            WHERE a.asset = code AND a.owner_kind = 'member'
+              AND (a.settled > 0 OR a.pending_in > 0)
+        ) AS n
+        FROM unnest(CAST(:codes AS text[])) AS code
+    ) c
+    WHERE p.code = c.code AND p.holder_count <> c.n
+    RETURNING p.code
+    """
+)
+
+
 async def refresh_holder_counts(session: AsyncSession, codes: Iterable[str]) -> list[str]:
     """Recount the holders of products; returns the codes whose count changed."""
     wanted = sorted(set(codes))
     if not wanted:
         return []
-    rows = await session.execute(
-        text(
-            """
-            UPDATE custody.products p SET holder_count = c.n, updated_at = now()
-            FROM (
-                SELECT code, (
-                    SELECT count(*) FROM custody.accounts a
-                    WHERE a.asset = code AND a.owner_kind = 'member'
-                      AND (a.settled > 0 OR a.pending_in > 0)
-                ) AS n
-                FROM unnest(CAST(:codes AS text[])) AS code
-            ) c
-            WHERE p.code = c.code AND p.holder_count <> c.n
-            RETURNING p.code
-            """
-        ),
-        {"codes": wanted},
-    )
-    return [r.code for r in rows]
+    rows = await _REFRESH_HOLDER_COUNTS.fetch(session, codes=wanted)
+    return [r["code"] for r in rows]
