@@ -40,6 +40,13 @@ class _InFlight:
 
 
 _FIRST_BACKOFF = 0.05
+#: Batches sent and not yet confirmed. One more is sent while one waits (a message is
+#: not held up by the confirms of the batch ahead), but no more: while they wait, what is
+#: written meanwhile gathers into the next batch. Unbounded, a flow of single-order commits
+#: went out a message or two at a time (twice RabbitMQ's CPU per order, and a transaction
+#: downstream for each); at one, the relay is its old self less a round trip, and batches
+#: of orders wait out the confirms ahead of them again (docs/benchmarks.md).
+MAX_BATCHES_IN_FLIGHT = 2
 
 
 def notify_channel(schema: str) -> str:
@@ -180,8 +187,6 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._bundle_size = bundle_size
-        #: At most this many messages sent and not yet confirmed.
-        self._max_in_flight = 2 * batch_size
         self._wake = asyncio.Event()
         self._backoff = _FIRST_BACKOFF
         self._tasks: list[asyncio.Task[None]] = []
@@ -295,7 +300,7 @@ class OutboxRelay:
                     batch.confirmed.result()  # a nack or a lost channel raises here
                     confirmed.extend(batch.ids)
                 sending = [i for batch in in_flight for i in batch.ids]
-                if len(sending) >= self._max_in_flight:
+                if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     if confirmed:
                         await conn.fetch(self._cycle, self._key, 0, False, confirmed, confirmed, 0)
                     await asyncio.wait([in_flight[0].confirmed])
