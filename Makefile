@@ -56,6 +56,7 @@ bench: bench-peers
 	$(BIN)/python bench/clearing/bench_clearing.py
 	$(BIN)/python -m bench.gateway.run
 	$(BIN)/python -m bench.gateway.e2e
+	$(BIN)/python -m bench.sql.overhead
 
 # End of day through the real clearing and custody processes (about 15 minutes, most of it
 # untimed setup and the capture of 1,000,000 trades); see docs/benchmarks.md "Clearing".

@@ -286,6 +286,18 @@ class CpuMeter:
         )
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks (busy, total) from /proc/stat: every process, every core."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
 def pct(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
@@ -604,8 +616,13 @@ async def main(args: argparse.Namespace) -> None:
     ports = {name: free_port() for name in SERVICES}
     env = dict(os.environ)
     env.pop("EXCHANGE_CRASH_AT", None)
+    service_database = database
+    if args.pg_socket:
+        # The services (not the benchmark's own connections) reach PostgreSQL by its Unix
+        # socket instead of TCP on loopback: how a co-located database would be configured.
+        service_database = f"{database}?host={args.pg_socket}"
     env.update(
-        EXCHANGE_DATABASE_URL=database,
+        EXCHANGE_DATABASE_URL=service_database,
         EXCHANGE_AMQP_URL=AMQP,
         EXCHANGE_BROKER_PREFIX=prefix,
         EXCHANGE_ADMIN_TOKEN=ADMIN,
@@ -723,6 +740,7 @@ async def main(args: argparse.Namespace) -> None:
                 await quiesce(listener, prefix)
                 size = args.batch_rate_size
                 before = set(tracker.sent)
+                cpu_before, ticks_before = await meter.snapshot(), cpu_ticks()
                 await open_loop(
                     args.latency_seconds,
                     rate / size,
@@ -730,12 +748,15 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 ids = [i for i in tracker.sent if i not in before]
                 await tracker.wait_final(ids)
+                busy = busy_share(ticks_before, cpu_ticks())
+                cpu = CpuMeter.per_order(cpu_before, await meter.snapshot(), len(ids))
                 e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
                 acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
                 print(f"- batches of {size} offered at {rate:g} orders/s ({len(ids)} orders):")
                 print(f"    202:   {describe(acks)}")
                 print(f"    final: {describe(e2e)}")
                 print(f"    {await stages(listener, tracker, ids)}")
+                print(f"    {cpu}; machine busy {busy:.0%} (all processes, both cores)")
         print(f"- final states: {tracker.statuses}; errors: {client.errors}")
     finally:
         if listener is not None:
@@ -786,6 +807,11 @@ if __name__ == "__main__":
         type=lambda v: set(v.split(",")),
         default={"single", "batch", "latency"},
         help="comma-separated: single,batch,latency",
+    )
+    parser.add_argument(
+        "--pg-socket",
+        default="",
+        help="the services connect to PostgreSQL through the Unix socket in this directory",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and queues")
     parser.add_argument(
