@@ -348,17 +348,17 @@ async def _write(session: AsyncSession, state: _Batch) -> None:
 
 # --- lock order: a batch locks every account it may move first, in id order (orders.py) ---
 
-_LOCK_BOOK_ACCOUNTS = Statement(
-    """
+#: The accounts a batch of book events may move (parameters: ``book_lock_params``).
+BOOK_ACCOUNT_IDS = """
     SELECT a.id FROM custody.accounts a
     WHERE (a.owner_kind = 'member'
            AND a.owner_id IN (SELECT r.member_id FROM custody.reservations r
                               WHERE r.order_id = ANY(CAST(:orders AS text[])))
            AND (a.asset = 'CNY' OR a.asset = ANY(CAST(:instruments AS text[]))))
        OR (CAST(:trades AS boolean) AND a.owner_kind = 'fee')
-    ORDER BY a.id
-    FOR UPDATE OF a
     """
+_LOCK_BOOK_ACCOUNTS = Statement(
+    f"SELECT id FROM custody.accounts WHERE id IN ({BOOK_ACCOUNT_IDS}) ORDER BY id FOR UPDATE"
 )
 
 

@@ -160,22 +160,17 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
 # either part may move in one statement, in id order (the ledger's lock order).
 
 _LOCK_WRITER_ACCOUNTS = Statement(
-    """
-    SELECT a.id FROM custody.accounts a
-    WHERE a.id IN (
+    f"""
+    SELECT id FROM custody.accounts
+    WHERE id IN (
         SELECT s.id FROM custody.accounts s
         JOIN unnest(CAST(:members AS text[]), CAST(:assets AS text[])) AS k(member_id, asset)
           ON s.owner_kind = 'member' AND s.owner_id = k.member_id AND s.asset = k.asset
         UNION ALL
-        SELECT b.id FROM custody.accounts b
-        WHERE (b.owner_kind = 'member'
-               AND b.owner_id IN (SELECT r.member_id FROM custody.reservations r
-                                  WHERE r.order_id = ANY(CAST(:orders AS text[])))
-               AND (b.asset = 'CNY' OR b.asset = ANY(CAST(:instruments AS text[]))))
-           OR (CAST(:trades AS boolean) AND b.owner_kind = 'fee')
+        {book_events.BOOK_ACCOUNT_IDS}
     )
-    ORDER BY a.id
-    FOR UPDATE OF a
+    ORDER BY id
+    FOR UPDATE
     """
 )
 
