@@ -80,11 +80,6 @@ _INSERT_TRADES = Statement(
 _TRADE_KEYS = Statement(
     "SELECT trade_id, order_id FROM gateway.trades WHERE trade_id = ANY(CAST(:ids AS text[]))"
 )
-_LOAD_ORDERS = Statement(
-    "SELECT {names} FROM gateway.orders WHERE order_id = ANY(CAST(:ids AS text[]))".format(
-        names=", ".join(c.name for c in orders.columns)
-    )
-)
 _NOTIFY = Statement("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
@@ -278,8 +273,8 @@ class ViewUpdater:
         wanted = order_ids - batch.rows.keys() - batch.absent
         if not wanted:
             return
-        for row in await _LOAD_ORDERS.fetch(session, ids=sorted(wanted)):
-            batch.rows[row["order_id"]] = dict(row)
+        for row in await repo.get_orders_by_ids(session, wanted):
+            batch.rows[row["order_id"]] = row
         batch.absent |= wanted - batch.rows.keys()
 
     @staticmethod

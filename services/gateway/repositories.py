@@ -23,6 +23,7 @@ from services.gateway.models import (
     webhooks,
 )
 from shared.clock import utc_now
+from shared.sql import Statement
 
 _CURSOR_VALUE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 FINAL_STATUSES = frozenset({"filled", "cancelled", "expired", "rejected"})
@@ -235,17 +236,18 @@ async def insert_order(session: AsyncSession, values: dict[str, Any]) -> bool:
 
 
 _ORDER_FIELDS = ", ".join(c.name for c in orders.columns)
-_ORDERS_BY_IDS = text(
+_ORDERS_BY_IDS = Statement(
     f"SELECT {_ORDER_FIELDS} FROM gateway.orders WHERE order_id = ANY(CAST(:ids AS text[]))"
 )
 
 
-async def get_orders_by_ids(session: AsyncSession, order_ids: set[str]) -> list[Row[Any]]:
-    """Orders by id, with one statement text whatever their number (an expanding IN is
-    compiled, and prepared by PostgreSQL, anew for every count of ids)."""
+async def get_orders_by_ids(session: AsyncSession, order_ids: set[str]) -> list[dict[str, Any]]:
+    """Orders by id, as dicts by column, with one statement text whatever their number (an
+    expanding IN is compiled, and prepared by PostgreSQL, anew for every count of ids); on
+    the driver (``shared.sql``): the view updater runs it for every message batch."""
     if not order_ids:
         return []
-    return list(await session.execute(_ORDERS_BY_IDS, {"ids": sorted(order_ids)}))
+    return [dict(row) for row in await _ORDERS_BY_IDS.fetch(session, ids=sorted(order_ids))]
 
 
 async def get_order_by_client_id(
