@@ -205,7 +205,6 @@ class OutboxRelay:
             ), marked AS (
                 UPDATE {self.schema}.outbox SET published_at = now()
                 WHERE id = ANY($4::bigint[]) AND (SELECT held FROM relay_lock)
-                RETURNING 1
             ), batch AS (
                 SELECT id, message_id, stream, sequence, routing_key, message_type,
                        correlation_id, body
@@ -215,8 +214,7 @@ class OutboxRelay:
                 ORDER BY id
                 LIMIT $2
             )
-            SELECT l.held, (SELECT count(*) FROM marked) AS marked, b.*
-            FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
+            SELECT l.held, b.* FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
             """
         # The unlock reads the UPDATE's output, so it runs after the rows are marked (a CTE
         # nobody reads runs at the end of the statement, after the unlock). Another relay
@@ -294,17 +292,14 @@ class OutboxRelay:
         in_flight: collections.deque[_InFlight] = collections.deque()
         try:
             while True:
+                if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
+                    await asyncio.wait([in_flight[0].confirmed])
                 confirmed: list[int] = []
                 while in_flight and in_flight[0].confirmed.done():
                     batch = in_flight.popleft()
                     batch.confirmed.result()  # a nack or a lost channel raises here
                     confirmed.extend(batch.ids)
                 sending = [i for batch in in_flight for i in batch.ids]
-                if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
-                    if confirmed:
-                        await conn.fetch(self._cycle, self._key, 0, False, confirmed, confirmed, 0)
-                    await asyncio.wait([in_flight[0].confirmed])
-                    continue
                 rows = await conn.fetch(
                     self._cycle,
                     self._key,
