@@ -7,6 +7,7 @@ through :func:`unit_of_work`.
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import (
@@ -56,6 +57,20 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One transaction: committed when the block ends normally, rolled back on any error."""
     async with factory() as session, session.begin():
         yield session
+
+
+_TRANSACTION_INFO = "shared.db.transaction_info"
+
+
+def transaction_info(session: AsyncSession) -> dict[str, Any]:
+    """A dict the session keeps for its current transaction only: what a transaction has
+    done or holds (rows it locked, its driver connection) is forgotten with it."""
+    transaction = session.sync_session.get_transaction()
+    kept = session.info.get(_TRANSACTION_INFO)
+    if kept is None or kept[0] is not transaction:
+        kept = session.info[_TRANSACTION_INFO] = (transaction, {})
+    info: dict[str, Any] = kept[1]
+    return info
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import transaction_info
+
 #: ``:name``, not the second colon of a ``::type`` cast.
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -60,17 +62,15 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     execution path does (SQLAlchemy is pinned in uv.lock; tests/shared/test_sql.py fails
     if this stops holding).
     """
-    transaction = session.sync_session.get_transaction()
-    cached = session.info.get(_DRIVER)
-    if cached is not None and transaction is not None and cached[0] is transaction:
-        conn: asyncpg.Connection = cached[1]
-        return conn
+    cached: asyncpg.Connection | None = transaction_info(session).get(_DRIVER)
+    if cached is not None:
+        return cached
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     adapter: Any = raw.dbapi_connection
     async with adapter._execute_mutex:
         if adapter._transaction is None:
             await adapter._start_transaction()
-    conn = raw.driver_connection
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), conn)
+    conn: asyncpg.Connection = raw.driver_connection
+    transaction_info(session)[_DRIVER] = conn  # the transaction just begun, if it was not
     return conn

@@ -24,6 +24,7 @@ from services.custody.domain.products import STATES
 from services.custody.domain.reservations import Side, apply_fill, required_hold
 from services.custody.domain.settlement import AccountKey, Delta
 from shared.clock import utc_now
+from shared.db import transaction_info
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.sql import Statement
 
@@ -386,7 +387,7 @@ def book_lock_params(payloads: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def note_book_accounts_locked(session: AsyncSession) -> None:
     """The caller locked the accounts of this transaction's book events already."""
-    session.info[_BOOK_ACCOUNTS_LOCKED] = session.sync_session.get_transaction()
+    transaction_info(session)[_BOOK_ACCOUNTS_LOCKED] = True
 
 
 async def lock_accounts_of_book_events(
@@ -394,7 +395,7 @@ async def lock_accounts_of_book_events(
 ) -> None:
     """Lock every account a batch of book events may move (the cash and units accounts
     of the members whose orders they name, and the fee account if any trade), in id order."""
-    if session.info.get(_BOOK_ACCOUNTS_LOCKED) is session.sync_session.get_transaction():
+    if transaction_info(session).get(_BOOK_ACCOUNTS_LOCKED):
         return
     params = book_lock_params(payloads)
     if params is not None:

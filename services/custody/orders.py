@@ -22,6 +22,7 @@ from services.custody.domain.eligibility import (
 from services.custody.domain.reservations import required_hold
 from shared.clock import utc_now
 from shared.contracts import BookCommand, OrderAmend, OrderCancel, OrderSubmit
+from shared.db import transaction_info
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.logging import correlation_id_var
 from shared.sql import Statement
@@ -371,11 +372,9 @@ def submit_account_keys(submits: Sequence[OrderSubmit]) -> list[tuple[str, str]]
 def submit_accounts_locked(session: AsyncSession) -> set[tuple[str, str]]:
     """The (member, asset) accounts the session's transaction holds locked (locks end
     with their transaction, and so does this record of them)."""
-    transaction = session.sync_session.get_transaction()
-    remembered = session.info.get(_LOCKED_SUBMIT_ACCOUNTS)
-    if remembered is None or remembered[0] is not transaction:
-        remembered = session.info[_LOCKED_SUBMIT_ACCOUNTS] = (transaction, set())
-    locked: set[tuple[str, str]] = remembered[1]
+    locked: set[tuple[str, str]] = transaction_info(session).setdefault(
+        _LOCKED_SUBMIT_ACCOUNTS, set()
+    )
     return locked
 
 
