@@ -157,8 +157,9 @@ class Inbox:
 
     async def record_many(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> list[bool]:
         """Record a batch's messages and their streams' positions in one statement (more
-        only to close a gap); for each envelope, in order, False when it was applied before (a redelivery,
-        or an earlier copy in the same batch). Same records as ``record`` one by one."""
+        only to close a gap); for each envelope, in order, False when it was applied before
+        (a redelivery, or an earlier copy in the same batch). Same records as ``record``
+        one by one."""
         if not envelopes:
             return []
         try:
