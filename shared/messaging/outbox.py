@@ -8,7 +8,6 @@ time (an advisory lock), so a stream's messages leave in the order they were wri
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -47,6 +46,11 @@ _FIRST_BACKOFF = 0.05
 #: downstream for each); at one, the relay is its old self less a round trip, and batches
 #: of orders wait out the confirms ahead of them again (docs/benchmarks.md).
 MAX_BATCHES_IN_FLIGHT = 2
+#: How long confirmed rows may wait to be marked sent when no new rows come to carry the
+#: mark in their read. Under a steady flow every read marks the batches ahead of it (one
+#: statement a wake-up; marking at each confirm doubled the relay's statements); a crash
+#: in between only means those rows are published again, which the inboxes drop.
+MARK_DELAY_SECONDS = 0.05
 
 
 def notify_channel(schema: str) -> str:
@@ -294,11 +298,7 @@ class OutboxRelay:
             while True:
                 if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await asyncio.wait([in_flight[0].confirmed])
-                confirmed: list[int] = []
-                while in_flight and in_flight[0].confirmed.done():
-                    batch = in_flight.popleft()
-                    batch.confirmed.result()  # a nack or a lost channel raises here
-                    confirmed.extend(batch.ids)
+                confirmed = self._take_confirmed(in_flight)
                 sending = [i for batch in in_flight for i in batch.ids]
                 rows = await conn.fetch(
                     self._cycle,
@@ -323,19 +323,48 @@ class OutboxRelay:
                 elif held and not in_flight:
                     await conn.fetchval(self._unlock, self._key)
                     held = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-                self._wake.clear()
+                woken = await self._wait_for_rows(MARK_DELAY_SECONDS if in_flight else None)
+                if not woken and in_flight:
+                    # Quiet: mark what was sent, let the lock go, then wait for rows.
+                    await asyncio.wait([batch.confirmed for batch in in_flight])
+                    confirmed = self._take_confirmed(in_flight)
+                    await conn.fetchval(self._mark, self._key, confirmed)
+                    OUTBOX_PUBLISHED.labels(self.schema).inc(len(confirmed))
+                    held = False
+                    await self._wait_for_rows(None)
         except BaseException:
             # The lock may be held: the connection goes with it. Sends still running
             # finish on their own; nothing waits for them.
             await self._discard()
             raise
 
+    @staticmethod
+    def _take_confirmed(in_flight: "collections.deque[_InFlight]") -> list[int]:
+        """The ids of the leading batches whose confirms are in (a nack raises here)."""
+        confirmed: list[int] = []
+        while in_flight and in_flight[0].confirmed.done():
+            batch = in_flight.popleft()
+            batch.confirmed.result()
+            confirmed.extend(batch.ids)
+        return confirmed
+
+    async def _wait_for_rows(self, timeout: float | None) -> bool:
+        """Wait for a committed insert's NOTIFY (or a failed send); False when ``timeout``
+        (by default the poll interval, the safety net for a NOTIFY missed) passed first."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout or self._poll_seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._wake.clear()
+        return True
+
     def _on_confirmed(self, task: "asyncio.Task[None]") -> None:
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case the pipeline is gone
-        self._wake.set()
+        # A confirm does not wake the relay: the rows are marked by its next read, which
+        # new rows' NOTIFY brings (or, when none come, after MARK_DELAY_SECONDS). A failed
+        # send does, so that the pipeline fails and starts again at once.
+        if not task.cancelled() and task.exception() is not None:
+            self._wake.set()
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
