@@ -48,8 +48,8 @@ async def enqueue(session: AsyncSession, events: Sequence[Event]) -> int:
     now = utc_now()
     rows = []
     for partner_id, event_type, data in events:
-        for hook in hooks_of.get(partner_id, ()):
-            if event_type not in hook.events:
+        for webhook_id, subscribed in hooks_of.get(partner_id, ()):
+            if event_type not in subscribed:
                 continue
             event_id = new_id("ev")
             body = orjson.dumps(
@@ -58,7 +58,7 @@ async def enqueue(session: AsyncSession, events: Sequence[Event]) -> int:
             rows.append(
                 {
                     "event_id": event_id,
-                    "webhook_id": hook.webhook_id,
+                    "webhook_id": webhook_id,
                     "partner_id": partner_id,
                     "event_type": event_type,
                     "body": body,
