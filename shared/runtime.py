@@ -41,6 +41,8 @@ class ConsumerSpec:
     batch_end: BatchEnd | None = None
     #: Optional: applies a delivery batch's new envelopes at once (see InboxConsumer).
     batch_handler: BatchHandler | None = None
+    #: Wait this long after a batch's first delivery before applying it (DeliveryBatcher).
+    linger_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class ServiceRuntime:
                 batch_begin=spec.batch_begin,
                 batch_end=spec.batch_end,
                 batch_handler=spec.batch_handler,
+                linger_seconds=spec.linger_seconds,
             )
             for spec in self._consumer_specs
         }

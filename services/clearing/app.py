@@ -16,7 +16,11 @@ def create_app(settings: ClearingSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(
         "clearing",
         settings,
-        consumers=consumer_specs(settings.matching_shards, batched=settings.capture_batch),
+        consumers=consumer_specs(
+            settings.matching_shards,
+            batched=settings.capture_batch,
+            linger_seconds=settings.capture_linger_seconds,
+        ),
         components=[runner],
     )
     app = create_service_app(runtime, title="Clearing", routers=[router])

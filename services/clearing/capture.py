@@ -319,7 +319,9 @@ def batch_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> BatchHandler:
 CAPTURE_BATCH = 2_000
 
 
-def consumer_specs(matching_shards: int, *, batched: bool = True) -> list[ConsumerSpec]:
+def consumer_specs(
+    matching_shards: int, *, batched: bool = True, linger_seconds: float = 0.0
+) -> list[ConsumerSpec]:
     queues = {q.name: q for q in system_queues(matching_shards)}
     return [
         ConsumerSpec(
@@ -328,5 +330,6 @@ def consumer_specs(matching_shards: int, *, batched: bool = True) -> list[Consum
             book_handler(),
             max_batch=CAPTURE_BATCH if batched else 200,
             batch_handler=batch_handler() if batched else None,
+            linger_seconds=linger_seconds,
         )
     ]

@@ -155,9 +155,10 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
 # Reservations (commands) and fills and releases (book events) move the same members'
 # accounts. As two consumers, each batch held those rows until its commit while the other's
 # waited for them: under load about half of each transaction was that wait. Grouped, one
-# transaction applies whatever has arrived on both queues, the book's events first (what
-# they release is then available to the orders after them), after locking every account
-# either part may move in one statement, in id order (the ledger's lock order).
+# writer applies both, each transaction after locking every account it may move in one
+# statement, in id order (the ledger's lock order). A cycle's reservations (on the orders'
+# path to the book) commit first, in a transaction of their own, and its book events
+# (fills, releases) follow in another, so the orders do not wait for them (docs/custody.md).
 
 _LOCK_WRITER_ACCOUNTS = Statement(
     f"""
@@ -195,4 +196,4 @@ async def lock_writer_batch(session: AsyncSession, envelopes: Sequence[Envelope]
 
 
 def consumer_groups() -> list[GroupSpec]:
-    return [GroupSpec("writer", ("book", "commands"), begin=lock_writer_batch)]
+    return [GroupSpec("writer", ("commands", "book"), begin=lock_writer_batch)]

@@ -296,16 +296,20 @@ class InboxConsumer:
         batch_begin: BatchBegin | None = None,
         batch_end: BatchEnd | None = None,
         batch_handler: BatchHandler | None = None,
+        linger_seconds: float = 0.0,
     ) -> None:
         self.name = name
         self.queue = queue
+        self.linger_seconds = linger_seconds
         self.inbox = Inbox(schema, name)
         self._session_factory = session_factory
         self._handler = handler
         self._batch_begin = batch_begin
         self._batch_end = batch_end
         self._batch_handler = batch_handler
-        self._batcher = DeliveryBatcher(self._process, max_batch=max_batch, name=name)
+        self._batcher = DeliveryBatcher(
+            self._process, max_batch=max_batch, name=name, linger_seconds=linger_seconds
+        )
 
     async def start(self, broker: Broker) -> None:
         self._batcher.start()
@@ -432,19 +436,21 @@ class InboxConsumer:
         await message.nack(requeue=True)
 
 
-#: Runs first in a group's transaction, with every envelope of the cycle (to take the
-#: locks of all its consumers' work in one statement, in one order).
+#: Runs first in each of a group's transactions, with every envelope of that transaction
+#: (to take the locks of its work in one statement, in one order).
 GroupBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 
 
 class ConsumerGroup:
     """Several consumers with one writer: whatever has arrived on any of their queues is
-    applied in one transaction, consumer by consumer in the group's order.
+    applied consumer by consumer in the group's order, each consumer's part in a
+    transaction of its own.
 
     For consumers that would otherwise contend for the same rows (each holding them until
-    its commit while the other waits), this is one commit and no lock waits per cycle. If
-    the transaction fails, each consumer applies its part on its own (and then message by
-    message), as if it were not grouped.
+    its commit while the other waits), there are no lock waits; and the first consumers'
+    work commits (and its messages go out) without waiting for the later ones'. If a part's
+    transaction fails, that consumer applies it again on its own (and then message by
+    message), as if not grouped.
     """
 
     def __init__(
@@ -461,7 +467,7 @@ class ConsumerGroup:
         self._session_factory = session_factory
         self._begin = begin
         self._batcher: DeliveryBatcher[tuple[int, AbstractIncomingMessage]] = DeliveryBatcher(
-            self._process, max_batch=max_batch, name=name
+            self.process, max_batch=max_batch, name=name
         )
 
     async def start(self, broker: Broker) -> None:
@@ -475,31 +481,29 @@ class ConsumerGroup:
     async def _receive(self, index: int, message: AbstractIncomingMessage) -> None:
         await self._batcher.receive((index, message))
 
-    async def _process(self, batch: Sequence[tuple[int, AbstractIncomingMessage]]) -> None:
-        parts: list[list[Delivery]] = []
+    async def process(self, batch: Sequence[tuple[int, AbstractIncomingMessage]]) -> None:
+        """Apply one cycle's deliveries, each tagged with its consumer's index."""
         for index, consumer in enumerate(self.consumers):
-            parts.append(await consumer.decode([m for i, m in batch if i == index]))
-        if not any(parts):
-            return
-        try:
-            await self._apply(parts)
-            return
-        except Exception:
-            log.warning("group batch failed; each consumer retries its part", exc_info=True)
-        for consumer, part in zip(self.consumers, parts, strict=True):
-            if part:
+            part = await consumer.decode([m for i, m in batch if i == index])
+            if not part:
+                continue
+            try:
+                await self._apply(consumer, part)
+            except Exception:
+                log.warning(
+                    "group part failed; its consumer retries it on its own",
+                    exc_info=True,
+                    extra={"consumer": consumer.name},
+                )
                 await consumer.process_decoded(part)
 
-    async def _apply(self, parts: Sequence[Sequence[Delivery]]) -> None:
-        counts: list[tuple[int, int]] = []
+    async def _apply(self, consumer: InboxConsumer, part: Sequence[Delivery]) -> None:
+        envelopes = [e for _, es in part for e in es]
         async with self._session_factory() as session, session.begin():
             if self._begin is not None:
-                await self._begin(session, [e for part in parts for _, es in part for e in es])
-            for consumer, part in zip(self.consumers, parts, strict=True):
-                envelopes = [e for _, es in part for e in es]
-                counts.append(await consumer.apply_in(session, envelopes) if envelopes else (0, 0))
+                await self._begin(session, envelopes)
+            counts = await consumer.apply_in(session, envelopes)
         crash_point("consumer_after_commit")
-        for consumer, part, consumer_counts in zip(self.consumers, parts, counts, strict=True):
-            for message, _ in part:
-                await message.ack()
-            consumer.count(consumer_counts)
+        for message, _ in part:
+            await message.ack()
+        consumer.count(counts)

@@ -181,6 +181,14 @@ async def test_orders_fill_balances_go_pending_and_a_cancel_releases(exchange: E
     partial = await order_reaches(ex, sell["order_id"], "partially_filled")
     assert (partial["filled_quantity"], partial["remaining_quantity"]) == (40, 60)
 
+    # Custody applies the fill from its own copy of the book's events (the order view is
+    # the gateway's): the balances show it a moment after the order does.
+    async def fill_in_balances() -> bool:
+        buyer_cash = (await balances(ex, buyer))["cash"]
+        seller_cash = (await balances(ex, seller))["cash"]
+        return buyer_cash["pending_out"] != "0.00" and seller_cash["pending_in"] != "0.00"
+
+    await wait_until(fill_in_balances, message="the fill in both members' balances")
     # 40 × 100.50 = 4,020.00 at the maker's price; below 50,000.00 each side pays 2.00.
     cash = (await balances(ex, buyer))["cash"]
     assert cash == {
