@@ -16,6 +16,7 @@ from shared.messaging.inbox import ConsumerGroup, Handler, InboxConsumer
 from shared.messaging.outbox import Draft, Outbox, OutboxRelay
 from shared.messaging.topology import QueueSpec, Topology
 from tests.support import env
+from tests.support.broker_admin import queue_depth
 from tests.support.msgtest import SCHEMA, create_schema
 from tests.support.wait import wait_until
 
@@ -52,14 +53,6 @@ async def broker(broker_namespace: str) -> AsyncIterator[Broker]:
             await (await channel.get_queue(topology.queue_name(spec))).purge()
     yield broker
     await broker.close()
-
-
-async def queue_depth(name: str) -> int:
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, passive=True)
-        return queue.declaration_result.message_count or 0
 
 
 def effect_of(consumer: str) -> Handler:

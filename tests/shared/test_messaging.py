@@ -27,6 +27,7 @@ from shared.messaging.inbox import Inbox, InboxConsumer
 from shared.messaging.outbox import Draft, Outbox, OutboxRelay
 from shared.messaging.topology import Topology
 from tests.support import env
+from tests.support.broker_admin import queue_depth
 from tests.support.msgtest import QUEUE, SCHEMA, create_schema, effect_counts, record_effect
 from tests.support.wait import wait_until
 
@@ -58,14 +59,6 @@ async def purge(topology: Topology) -> None:
         for name in (topology.queue_name(QUEUE), topology.dead_letter_queue_name(QUEUE)):
             queue = await channel.get_queue(name)
             await queue.purge()
-
-
-async def queue_depth(name: str) -> int:
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, passive=True)
-        return queue.declaration_result.message_count or 0
 
 
 async def write_outbox(engine: AsyncEngine, count: int, **payload: object) -> list[Envelope]:

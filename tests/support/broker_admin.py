@@ -1,4 +1,5 @@
-"""Removing a broker namespace (every queue and exchange under a prefix) after a run."""
+"""Looking at the broker from outside: a queue's depth; removing a broker namespace (every
+queue and exchange under a prefix) after a run."""
 
 import asyncio
 
@@ -34,3 +35,12 @@ async def delete_broker_namespace(prefix: str) -> None:
             await channel.queue_delete(name)
         for name in exchanges:
             await channel.exchange_delete(name)
+
+
+async def queue_depth(name: str) -> int:
+    """Messages ready in a queue (not those delivered and not yet acknowledged)."""
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        return queue.declaration_result.message_count or 0
