@@ -20,7 +20,6 @@ from shared.messaging.inbox import (
     BatchEnd,
     BatchHandler,
     ConsumerGroup,
-    GroupBegin,
     Handler,
     InboxConsumer,
 )
@@ -52,7 +51,6 @@ class GroupSpec:
 
     name: str
     members: tuple[str, ...]
-    begin: GroupBegin | None = None
     max_batch: int = 200
 
 
@@ -167,8 +165,6 @@ class ServiceRuntime:
             ConsumerGroup(
                 name=f"{self.name}.{group.name}",
                 consumers=[consumers.pop(member) for member in group.members],
-                session_factory=self.session_factory,
-                begin=group.begin,
                 max_batch=group.max_batch,
             )
             for group in self._group_specs

@@ -24,7 +24,6 @@ from services.custody.domain.products import STATES
 from services.custody.domain.reservations import Side, apply_fill, required_hold
 from services.custody.domain.settlement import AccountKey, Delta
 from shared.clock import utc_now
-from shared.db import transaction_info
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.sql import Statement
 
@@ -349,25 +348,25 @@ async def _write(session: AsyncSession, state: _Batch) -> None:
 
 # --- lock order: a batch locks every account it may move first, in id order (orders.py) ---
 
-#: The accounts a batch of book events may move (parameters: ``book_lock_params``).
-BOOK_ACCOUNT_IDS = """
+_LOCK_BOOK_ACCOUNTS = Statement(
+    """
     SELECT a.id FROM custody.accounts a
     WHERE (a.owner_kind = 'member'
            AND a.owner_id IN (SELECT r.member_id FROM custody.reservations r
                               WHERE r.order_id = ANY(CAST(:orders AS text[])))
            AND (a.asset = 'CNY' OR a.asset = ANY(CAST(:instruments AS text[]))))
        OR (CAST(:trades AS boolean) AND a.owner_kind = 'fee')
+    ORDER BY a.id
+    FOR UPDATE OF a
     """
-_LOCK_BOOK_ACCOUNTS = Statement(
-    f"SELECT id FROM custody.accounts WHERE id IN ({BOOK_ACCOUNT_IDS}) ORDER BY id FOR UPDATE"
 )
 
 
-_BOOK_ACCOUNTS_LOCKED = "custody.book_accounts_locked"
-
-
-def book_lock_params(payloads: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What names the accounts a batch of book events may move (None: no order named)."""
+async def lock_accounts_of_book_events(
+    session: AsyncSession, payloads: list[dict[str, Any]]
+) -> None:
+    """Lock every account a batch of book events may move (the cash and units accounts
+    of the members whose orders they name, and the fee account if any trade), in id order."""
     order_ids: set[str] = set()
     instruments: set[str] = set()
     trades = False
@@ -380,23 +379,7 @@ def book_lock_params(payloads: list[dict[str, Any]]) -> dict[str, Any] | None:
             for key in ("order_id", "maker_order_id", "taker_order_id"):
                 if isinstance(event.get(key), str):
                     order_ids.add(event[key])
-    if not order_ids:
-        return None
-    return {"orders": sorted(order_ids), "instruments": sorted(instruments), "trades": trades}
-
-
-def note_book_accounts_locked(session: AsyncSession) -> None:
-    """The caller locked the accounts of this transaction's book events already."""
-    transaction_info(session)[_BOOK_ACCOUNTS_LOCKED] = True
-
-
-async def lock_accounts_of_book_events(
-    session: AsyncSession, payloads: list[dict[str, Any]]
-) -> None:
-    """Lock every account a batch of book events may move (the cash and units accounts
-    of the members whose orders they name, and the fee account if any trade), in id order."""
-    if transaction_info(session).get(_BOOK_ACCOUNTS_LOCKED):
-        return
-    params = book_lock_params(payloads)
-    if params is not None:
-        await _LOCK_BOOK_ACCOUNTS.execute(session, **params)
+    if order_ids:
+        await _LOCK_BOOK_ACCOUNTS.execute(
+            session, orders=sorted(order_ids), instruments=sorted(instruments), trades=trades
+        )

@@ -31,7 +31,6 @@ from shared.logging import correlation_id_var
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import BatchHandler, Handler
 from shared.runtime import ConsumerSpec, GroupSpec
-from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
@@ -155,45 +154,11 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
 # Reservations (commands) and fills and releases (book events) move the same members'
 # accounts. As two consumers, each batch held those rows until its commit while the other's
 # waited for them: under load about half of each transaction was that wait. Grouped, one
-# writer applies both, each transaction after locking every account it may move in one
-# statement, in id order (the ledger's lock order). A cycle's reservations (on the orders'
-# path to the book) commit first, in a transaction of their own, and its book events
-# (fills, releases) follow in another, so the orders do not wait for them (docs/custody.md).
-
-_LOCK_WRITER_ACCOUNTS = Statement(
-    f"""
-    SELECT id FROM custody.accounts
-    WHERE id IN (
-        SELECT s.id FROM custody.accounts s
-        JOIN unnest(CAST(:members AS text[]), CAST(:assets AS text[])) AS k(member_id, asset)
-          ON s.owner_kind = 'member' AND s.owner_id = k.member_id AND s.asset = k.asset
-        UNION ALL
-        {book_events.BOOK_ACCOUNT_IDS}
-    )
-    ORDER BY id
-    FOR UPDATE
-    """
-)
-
-
-async def lock_writer_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
-    """Lock the accounts of a cycle's submits and book events together, in id order."""
-    keys = orders.submit_account_keys(
-        [cast(OrderSubmit, e.payload) for e in envelopes if e.type == ORDER_SUBMIT]
-    )
-    book = book_events.book_lock_params([e.payload for e in envelopes if e.type == BOOK_EVENTS])
-    if keys or book is not None:
-        await _LOCK_WRITER_ACCOUNTS.execute(
-            session,
-            members=[k[0] for k in keys],
-            assets=[k[1] for k in keys],
-            orders=[] if book is None else book["orders"],
-            instruments=[] if book is None else book["instruments"],
-            trades=book is not None and book["trades"],
-        )
-    orders.submit_accounts_locked(session).update(keys)
-    book_events.note_book_accounts_locked(session)
+# writer applies both: a cycle's reservations (on the orders' path to the book) commit
+# first, in a transaction of their own, and its book events (fills, releases) follow in
+# another, so the orders do not wait for them. Each batch still locks its accounts first,
+# in id order (docs/custody.md).
 
 
 def consumer_groups() -> list[GroupSpec]:
-    return [GroupSpec("writer", ("commands", "book"), begin=lock_writer_batch)]
+    return [GroupSpec("writer", ("commands", "book"))]

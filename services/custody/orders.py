@@ -362,26 +362,15 @@ _LOCK_SUBMIT_ACCOUNTS = Statement(
 )
 
 
-def submit_account_keys(submits: Sequence[OrderSubmit]) -> list[tuple[str, str]]:
-    """The (member, asset) accounts a batch of ``order.submit`` holds from."""
-    return sorted(
+async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[OrderSubmit]) -> None:
+    """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
+    keys = sorted(
         {(o["member_id"], "CNY" if o["side"] == "BUY" else o["instrument"]) for o in submits}
     )
-
-
-def submit_accounts_locked(session: AsyncSession) -> set[tuple[str, str]]:
-    """The (member, asset) accounts the session's transaction holds locked (locks end
-    with their transaction, and so does this record of them)."""
+    # Locks end with their transaction, and so does this record of them.
     locked: set[tuple[str, str]] = transaction_info(session).setdefault(
         _LOCKED_SUBMIT_ACCOUNTS, set()
     )
-    return locked
-
-
-async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[OrderSubmit]) -> None:
-    """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
-    keys = submit_account_keys(submits)
-    locked = submit_accounts_locked(session)
     if keys and not locked.issuperset(keys):  # a consumer's batch locked them already
         await _LOCK_SUBMIT_ACCOUNTS.execute(
             session, members=[k[0] for k in keys], assets=[k[1] for k in keys]

@@ -300,7 +300,6 @@ class InboxConsumer:
     ) -> None:
         self.name = name
         self.queue = queue
-        self.linger_seconds = linger_seconds
         self.inbox = Inbox(schema, name)
         self._session_factory = session_factory
         self._handler = handler
@@ -375,45 +374,34 @@ class InboxConsumer:
                 await message.ack()
 
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
+        applied = duplicates = 0
         async with self._session_factory() as session, session.begin():
-            counts = await self.apply_in(session, [e for _, envelopes in groups for e in envelopes])
+            everything = [e for _, envelopes in groups for e in envelopes]
+            if self._batch_begin is not None:
+                await self._batch_begin(session, everything)
+            flags = await self.inbox.record_many(session, everything)
+            if self._batch_handler is not None:
+                fresh = [e for e, is_fresh in zip(everything, flags, strict=True) if is_fresh]
+                if fresh:
+                    await self._batch_handler(session, fresh)
+                applied, duplicates = len(fresh), len(everything) - len(fresh)
+            else:
+                for envelope, is_fresh in zip(everything, flags, strict=True):
+                    if not is_fresh:
+                        duplicates += 1
+                        continue
+                    token = correlation_id_var.set(envelope.correlation_id)
+                    try:
+                        await self._handler(session, envelope)
+                        applied += 1
+                    finally:
+                        correlation_id_var.reset(token)
+            if self._batch_end is not None:
+                await self._batch_end(session)
         crash_point("consumer_after_commit")
         if ack:
             for message, _ in groups:
                 await message.ack()
-        self.count(counts)
-
-    async def apply_in(
-        self, session: AsyncSession, everything: Sequence[Envelope]
-    ) -> tuple[int, int]:
-        """Apply the envelopes in the caller's transaction: record them, run the handlers on
-        the new ones. Returns (applied, duplicates)."""
-        applied = duplicates = 0
-        if self._batch_begin is not None:
-            await self._batch_begin(session, everything)
-        flags = await self.inbox.record_many(session, everything)
-        if self._batch_handler is not None:
-            fresh = [e for e, is_fresh in zip(everything, flags, strict=True) if is_fresh]
-            if fresh:
-                await self._batch_handler(session, fresh)
-            applied, duplicates = len(fresh), len(everything) - len(fresh)
-        else:
-            for envelope, is_fresh in zip(everything, flags, strict=True):
-                if not is_fresh:
-                    duplicates += 1
-                    continue
-                token = correlation_id_var.set(envelope.correlation_id)
-                try:
-                    await self._handler(session, envelope)
-                    applied += 1
-                finally:
-                    correlation_id_var.reset(token)
-        if self._batch_end is not None:
-            await self._batch_end(session)
-        return applied, duplicates
-
-    def count(self, counts: tuple[int, int]) -> None:
-        applied, duplicates = counts
         MESSAGES_CONSUMED.labels(self.name).inc(applied)
         if duplicates:
             MESSAGES_DUPLICATE.labels(self.name).inc(duplicates)
@@ -436,36 +424,21 @@ class InboxConsumer:
         await message.nack(requeue=True)
 
 
-#: Runs first in each of a group's transactions, with every envelope of that transaction
-#: (to take the locks of its work in one statement, in one order).
-GroupBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
-
-
 class ConsumerGroup:
     """Several consumers with one writer: whatever has arrived on any of their queues is
     applied consumer by consumer in the group's order, each consumer's part in a
-    transaction of its own.
+    transaction of its own (as that consumer alone would apply it).
 
     For consumers that would otherwise contend for the same rows (each holding them until
     its commit while the other waits), there are no lock waits; and the first consumers'
-    work commits (and its messages go out) without waiting for the later ones'. If a part's
-    transaction fails, that consumer applies it again on its own (and then message by
-    message), as if not grouped.
+    work commits (and its messages go out) without waiting for the later ones'.
     """
 
     def __init__(
-        self,
-        *,
-        name: str,
-        consumers: Sequence[InboxConsumer],
-        session_factory: async_sessionmaker[AsyncSession],
-        begin: GroupBegin | None = None,
-        max_batch: int = 200,
+        self, *, name: str, consumers: Sequence[InboxConsumer], max_batch: int = 200
     ) -> None:
         self.name = name
         self.consumers = tuple(consumers)
-        self._session_factory = session_factory
-        self._begin = begin
         self._batcher: DeliveryBatcher[tuple[int, AbstractIncomingMessage]] = DeliveryBatcher(
             self.process, max_batch=max_batch, name=name
         )
@@ -485,25 +458,5 @@ class ConsumerGroup:
         """Apply one cycle's deliveries, each tagged with its consumer's index."""
         for index, consumer in enumerate(self.consumers):
             part = await consumer.decode([m for i, m in batch if i == index])
-            if not part:
-                continue
-            try:
-                await self._apply(consumer, part)
-            except Exception:
-                log.warning(
-                    "group part failed; its consumer retries it on its own",
-                    exc_info=True,
-                    extra={"consumer": consumer.name},
-                )
+            if part:
                 await consumer.process_decoded(part)
-
-    async def _apply(self, consumer: InboxConsumer, part: Sequence[Delivery]) -> None:
-        envelopes = [e for _, es in part for e in es]
-        async with self._session_factory() as session, session.begin():
-            if self._begin is not None:
-                await self._begin(session, envelopes)
-            counts = await consumer.apply_in(session, envelopes)
-        crash_point("consumer_after_commit")
-        for message, _ in part:
-            await message.ack()
-        consumer.count(counts)

@@ -77,7 +77,7 @@ def group_of(engine: AsyncEngine) -> ConsumerGroup:
     second = InboxConsumer(
         name="late", queue=LATE, schema=SCHEMA, session_factory=factory, handler=effect_of("late")
     )
-    return ConsumerGroup(name="grouptest", consumers=[first, second], session_factory=factory)
+    return ConsumerGroup(name="grouptest", consumers=[first, second])
 
 
 async def send(
