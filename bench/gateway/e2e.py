@@ -43,6 +43,7 @@ import orjson
 from exchange_cli.api_client import signed_headers
 from shared.contracts import shard_of, system_queues
 from shared.db import asyncpg_dsn
+from shared.messaging.outbox import unpublished_count_sql
 from shared.messaging.topology import Topology
 from shared.migrations import ensure_database, upgrade_all
 from tests.support.broker_admin import delete_broker_namespace
@@ -469,10 +470,7 @@ async def quiesce(conn: asyncpg.Connection, prefix: str, timeout: float = FINAL_
         last: tuple[int, int] | None = None
         while time.perf_counter() - started < timeout:
             unpublished = await conn.fetchval(
-                " + ".join(
-                    f"(SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL)"
-                    for s in SERVICES
-                ).join(("SELECT ", ""))
+                " + ".join(f"({unpublished_count_sql(s)})" for s in SERVICES).join(("SELECT ", ""))
             )
             applied = await conn.fetchval(
                 " + ".join(

@@ -30,6 +30,7 @@ from shared.db import asyncpg_dsn
 from shared.ids import uuid7
 from shared.messaging.broker import Broker, OutgoingMessage, bundle
 from shared.messaging.envelope import Envelope
+from shared.messaging.outbox import unpublished_count_sql
 from shared.messaging.topology import QueueSpec, Topology
 from shared.migrations import upgrade_all
 from tests.support.broker_admin import delete_broker_namespace
@@ -171,9 +172,7 @@ async def journal_count(conn: asyncpg.Connection) -> int:
 
 
 async def unpublished(conn: asyncpg.Connection) -> int:
-    return int(
-        await conn.fetchval("SELECT count(*) FROM matching.outbox WHERE published_at IS NULL")
-    )
+    return int(await conn.fetchval(unpublished_count_sql("matching")))
 
 
 async def publish(broker: Broker, payloads: list[dict[str, Any]], chunk: int = 1000) -> None:

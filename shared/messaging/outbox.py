@@ -30,12 +30,41 @@ from shared.sql import Statement
 log = logging.getLogger(__name__)
 
 
+#: Stream → the highest sequence of it that a batch holds (or that is published).
+Positions = dict[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class _InFlight:
-    """A batch the relay has sent: its rows' ids and the wait for its confirms."""
+    """A batch the relay has sent: where it leaves each of its streams, and the wait for
+    its confirms."""
 
-    ids: list[int]
+    positions: Positions
     confirmed: "asyncio.Task[None]"
+
+
+def positions_of(rows: Sequence[asyncpg.Record]) -> Positions:
+    positions: Positions = {}
+    for row in rows:
+        positions[row["stream"]] = max(row["sequence"], positions.get(row["stream"], 0))
+    return positions
+
+
+def merge_positions(*parts: Positions) -> Positions:
+    merged: Positions = {}
+    for part in parts:
+        for stream, upto in part.items():
+            merged[stream] = max(upto, merged.get(stream, 0))
+    return merged
+
+
+def unpublished_count_sql(schema: str) -> str:
+    """SQL counting a schema's outbox messages not yet published (confirmed and recorded)."""
+    s = check_identifier(schema)
+    return (
+        f"SELECT coalesce(sum(s.last_sequence - coalesce(p.upto, 0)), 0)::bigint "
+        f"FROM {s}.outbox_stream s LEFT JOIN {s}.outbox_published p USING (stream)"
+    )
 
 
 _FIRST_BACKOFF = 0.05
@@ -46,11 +75,12 @@ _FIRST_BACKOFF = 0.05
 #: downstream for each); at one, the relay is its old self less a round trip, and batches
 #: of orders wait out the confirms ahead of them again (docs/benchmarks.md).
 MAX_BATCHES_IN_FLIGHT = 2
-#: How long confirmed rows may wait to be marked sent when no new rows come to carry the
-#: mark in their read. Under a steady flow every read marks the batches ahead of it (one
-#: statement a wake-up; marking at each confirm doubled the relay's statements); a crash
-#: in between only means those rows are published again, which the inboxes drop.
-MARK_DELAY_SECONDS = 0.05
+#: How long confirmed batches may wait for their positions to be recorded when no new rows
+#: come to carry them in their read. Under a steady flow every read records the batches
+#: ahead of it (one statement a wake-up; recording at each confirm doubled the relay's
+#: statements); a crash in between only means those rows are published again, which the
+#: inboxes drop.
+RECORD_DELAY_SECONDS = 0.05
 
 
 def notify_channel(schema: str) -> str:
@@ -160,19 +190,25 @@ def placeholder_body(envelope: Envelope) -> str:
 
 
 class OutboxRelay:
-    """Publishes unsent outbox rows in id order and marks them sent.
+    """Publishes each stream's unsent outbox messages in sequence order and records how far
+    each stream is published.
+
+    A stream's messages become visible in sequence order (its numbers are allocated under a
+    row lock held to the commit), so what is left to publish is whatever is committed past
+    the stream's position in ``outbox_published``: the relay reads from there, through the
+    ``(stream, sequence)`` index, and never updates the rows themselves.
 
     It works on a plain connection of its own and holds the schema's relay lock (a session
     advisory lock) while it has anything to publish, so one relay publishes at a time and a
-    relay that dies releases it with its connection. Rows are not locked: only the lock
-    holder publishes.
+    relay that dies releases it with its connection.
 
     While it runs, the relay does not wait for a batch's publisher confirms before sending
-    the next: a batch is sent as soon as it is read, and marked sent in the statement that
-    reads a later one, once the broker has confirmed it. An order's latency is then one
-    read and the broker's own, not a whole publish-confirm-mark cycle of the batch ahead.
-    Rows in flight (sent, not yet marked) are left out of the reads. ``publish_batch``
-    does one whole cycle, for tools and tests that drain an outbox step by step.
+    the next: a batch is sent as soon as it is read, and its positions are recorded in the
+    statement that reads a later one, once the broker has confirmed it. An order's latency
+    is then one read and the broker's own, not a whole publish-confirm-record cycle of the
+    batch ahead. Streams' messages in flight (sent, not yet recorded) are read past.
+    ``publish_batch`` does one whole cycle, for tools and tests that drain an outbox step by
+    step.
     """
 
     def __init__(
@@ -199,37 +235,56 @@ class OutboxRelay:
         # The lock CTE holds a volatile function, so PostgreSQL evaluates it once, before
         # the rows are read; its row says whether the lock is held (taken now when $3, else
         # held since an earlier statement), and when another relay holds it nothing is read
-        # or marked. The batch is read in the statement's snapshot, in which the rows being
-        # marked are still unsent: they are among the excluded ($5, the rows in flight,
-        # all at or below $6).
+        # or recorded. The batch is read in the statement's snapshot, in which the positions
+        # being recorded ($4, $5) are not yet seen: reads start past the larger of the
+        # recorded position and the one given for the stream ($6, $7: in flight or being
+        # recorded now). Each stream's rows are a run of its sequence from there; the batch
+        # is the first of them in id order (within a stream, id order is sequence order).
         self._cycle = f"""
             WITH relay_lock AS MATERIALIZED (
                 SELECT CASE WHEN $3 THEN pg_try_advisory_lock(hashtext($1)) ELSE true END
                        AS held
-            ), marked AS (
-                UPDATE {self.schema}.outbox SET published_at = now()
-                WHERE id = ANY($4::bigint[]) AND (SELECT held FROM relay_lock)
+            ), recorded AS (
+                INSERT INTO {self.schema}.outbox_published AS p (stream, upto)
+                SELECT r.stream, r.upto FROM unnest($4::text[], $5::bigint[]) AS r(stream, upto)
+                WHERE (SELECT held FROM relay_lock)
+                ON CONFLICT (stream) DO UPDATE
+                    SET upto = greatest(p.upto, EXCLUDED.upto), updated_at = now()
+            ), pending AS (
+                SELECT s.stream, greatest(coalesce(p.upto, 0), coalesce(f.upto, 0)) AS after
+                FROM {self.schema}.outbox_stream s
+                LEFT JOIN {self.schema}.outbox_published p USING (stream)
+                LEFT JOIN unnest($6::text[], $7::bigint[]) AS f(stream, upto) USING (stream)
+                WHERE (SELECT held FROM relay_lock)
+                  AND s.last_sequence > greatest(coalesce(p.upto, 0), coalesce(f.upto, 0))
             ), batch AS (
-                SELECT id, message_id, stream, sequence, routing_key, message_type,
-                       correlation_id, body
-                FROM {self.schema}.outbox
-                WHERE published_at IS NULL AND (SELECT held FROM relay_lock)
-                  AND (id > $6 OR id <> ALL($5::bigint[]))
-                ORDER BY id
+                SELECT o.* FROM pending
+                CROSS JOIN LATERAL (
+                    SELECT id, message_id, stream, sequence, routing_key, message_type,
+                           correlation_id, body
+                    FROM {self.schema}.outbox o
+                    WHERE o.stream = pending.stream AND o.sequence > pending.after
+                    ORDER BY o.sequence
+                    LIMIT $2
+                ) o
+                ORDER BY o.id
                 LIMIT $2
             )
             SELECT l.held, b.* FROM relay_lock l LEFT JOIN batch b ON true ORDER BY b.id
             """
-        # The unlock reads the UPDATE's output, so it runs after the rows are marked (a CTE
-        # nobody reads runs at the end of the statement, after the unlock). Another relay
-        # may still take the lock before this statement commits and publish the batch
+        # The unlock reads the upsert's output, so it runs after the positions are recorded
+        # (a CTE nobody reads runs at the end of the statement, after the unlock). Another
+        # relay may still take the lock before this statement commits and publish the batch
         # again: a duplicate the inboxes drop, never a reordering.
-        self._mark = f"""
-            WITH marked AS (
-                UPDATE {self.schema}.outbox SET published_at = now() WHERE id = ANY($2::bigint[])
+        self._record = f"""
+            WITH recorded AS (
+                INSERT INTO {self.schema}.outbox_published AS p (stream, upto)
+                SELECT r.stream, r.upto FROM unnest($2::text[], $3::bigint[]) AS r(stream, upto)
+                ON CONFLICT (stream) DO UPDATE
+                    SET upto = greatest(p.upto, EXCLUDED.upto), updated_at = now()
                 RETURNING 1
             )
-            SELECT pg_advisory_unlock(hashtext($1)) FROM (SELECT count(*) FROM marked) AS done
+            SELECT pg_advisory_unlock(hashtext($1)) FROM (SELECT count(*) FROM recorded) AS done
             """
         self._unlock = "SELECT pg_advisory_unlock(hashtext($1))"
 
@@ -251,7 +306,7 @@ class OutboxRelay:
         published (0 also when another relay holds the lock)."""
         conn = await self._connection()
         try:
-            rows = await conn.fetch(self._cycle, self._key, self._batch_size, True, [], [], 0)
+            rows = await conn.fetch(self._cycle, self._key, self._batch_size, True, [], [], [], [])
             if not rows[0]["held"]:
                 return 0
             if rows[0]["id"] is None:
@@ -260,12 +315,12 @@ class OutboxRelay:
             crash_point("relay_before_publish")
             await self._send(rows)
             crash_point("relay_after_publish")
-            await conn.fetchval(self._mark, self._key, [row["id"] for row in rows])
+            positions = positions_of(rows)
+            await conn.fetchval(self._record, self._key, list(positions), list(positions.values()))
         except BaseException:
             # The lock may be held: the connection goes with it.
             await self._discard()
             raise
-        OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
         return len(rows)
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
@@ -287,10 +342,11 @@ class OutboxRelay:
                 self._bundle_size,
             )
         )
+        OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
 
     async def _pipeline(self) -> None:
         """Publish as rows come, until something fails (then the caller starts again, and
-        whatever was not marked is published again: duplicates, which the inboxes drop)."""
+        whatever was not recorded is published again: duplicates, which the inboxes drop)."""
         conn = await self._connection()
         held = False
         in_flight: collections.deque[_InFlight] = collections.deque()
@@ -299,37 +355,37 @@ class OutboxRelay:
                 if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
                     await asyncio.wait([in_flight[0].confirmed])
                 confirmed = self._take_confirmed(in_flight)
-                sending = [i for batch in in_flight for i in batch.ids]
+                past = merge_positions(confirmed, *(batch.positions for batch in in_flight))
                 rows = await conn.fetch(
                     self._cycle,
                     self._key,
                     self._batch_size,
                     not held,
-                    confirmed,
-                    sending + confirmed,
-                    max(sending + confirmed, default=0),
+                    list(confirmed),
+                    list(confirmed.values()),
+                    list(past),
+                    list(past.values()),
                 )
                 self._backoff = _FIRST_BACKOFF
-                if confirmed:
-                    OUTBOX_PUBLISHED.labels(self.schema).inc(len(confirmed))
                 held = bool(rows[0]["held"])
                 if held and rows[0]["id"] is not None:
                     crash_point("relay_before_publish")
                     task = asyncio.create_task(self._send(rows))
                     task.add_done_callback(self._on_confirmed)
-                    in_flight.append(_InFlight([row["id"] for row in rows], task))
+                    in_flight.append(_InFlight(positions_of(rows), task))
                     if len(rows) == self._batch_size:
                         continue
                 elif held and not in_flight:
                     await conn.fetchval(self._unlock, self._key)
                     held = False
-                woken = await self._wait_for_rows(MARK_DELAY_SECONDS if in_flight else None)
+                woken = await self._wait_for_rows(RECORD_DELAY_SECONDS if in_flight else None)
                 if not woken and in_flight:
-                    # Quiet: mark what was sent, let the lock go, then wait for rows.
+                    # Quiet: record what was sent, let the lock go, then wait for rows.
                     await asyncio.wait([batch.confirmed for batch in in_flight])
                     confirmed = self._take_confirmed(in_flight)
-                    await conn.fetchval(self._mark, self._key, confirmed)
-                    OUTBOX_PUBLISHED.labels(self.schema).inc(len(confirmed))
+                    await conn.fetchval(
+                        self._record, self._key, list(confirmed), list(confirmed.values())
+                    )
                     held = False
                     await self._wait_for_rows(None)
         except BaseException:
@@ -339,14 +395,15 @@ class OutboxRelay:
             raise
 
     @staticmethod
-    def _take_confirmed(in_flight: "collections.deque[_InFlight]") -> list[int]:
-        """The ids of the leading batches whose confirms are in (a nack raises here)."""
-        confirmed: list[int] = []
+    def _take_confirmed(in_flight: "collections.deque[_InFlight]") -> Positions:
+        """Where the leading batches whose confirms are in leave their streams (a nack
+        raises here)."""
+        confirmed: list[Positions] = []
         while in_flight and in_flight[0].confirmed.done():
             batch = in_flight.popleft()
             batch.confirmed.result()
-            confirmed.extend(batch.ids)
-        return confirmed
+            confirmed.append(batch.positions)
+        return merge_positions(*confirmed)
 
     async def _wait_for_rows(self, timeout: float | None) -> bool:
         """Wait for a committed insert's NOTIFY (or a failed send); False when ``timeout``
@@ -360,8 +417,8 @@ class OutboxRelay:
         return True
 
     def _on_confirmed(self, task: "asyncio.Task[None]") -> None:
-        # A confirm does not wake the relay: the rows are marked by its next read, which
-        # new rows' NOTIFY brings (or, when none come, after MARK_DELAY_SECONDS). A failed
+        # A confirm does not wake the relay: its positions are recorded by its next read, which
+        # new rows' NOTIFY brings (or, when none come, after RECORD_DELAY_SECONDS). A failed
         # send does, so that the pipeline fails and starts again at once.
         if not task.cancelled() and task.exception() is not None:
             self._wake.set()

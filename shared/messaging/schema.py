@@ -63,6 +63,49 @@ def create_messaging_tables(schema: str) -> None:
         op.execute(statement)
 
 
+def track_outbox_positions(schema: str) -> None:
+    """Publication tracked by each stream's position instead of a mark on every row.
+
+    A stream's sequence numbers are allocated under its ``outbox_stream`` row's lock, held
+    to the commit, so they become visible in order: whatever is committed past a stream's
+    published position is exactly what is left to publish. Marking rows sent was an update
+    of each row (a new version of the row and of its indexes' entries), and the relay's read
+    of the unsent rows walked the dead entries of its partial index until a vacuum.
+    """
+    s = check_identifier(schema)
+    statements = [
+        f"""
+        CREATE TABLE {s}.outbox_published (
+            stream     text PRIMARY KEY,
+            upto       bigint NOT NULL CHECK (upto >= 0),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        f"""
+        INSERT INTO {s}.outbox_published (stream, upto)
+        SELECT stream,
+               coalesce(min(sequence) FILTER (WHERE published_at IS NULL) - 1, max(sequence))
+        FROM {s}.outbox GROUP BY stream""",
+        f"DROP INDEX {s}.outbox_unpublished",
+        f"ALTER TABLE {s}.outbox DROP COLUMN published_at",
+    ]
+    for statement in statements:
+        op.execute(statement)
+
+
+def untrack_outbox_positions(schema: str) -> None:
+    s = check_identifier(schema)
+    statements = [
+        f"ALTER TABLE {s}.outbox ADD COLUMN published_at timestamptz",
+        f"""
+        UPDATE {s}.outbox o SET published_at = p.updated_at
+        FROM {s}.outbox_published p WHERE p.stream = o.stream AND o.sequence <= p.upto""",
+        f"CREATE INDEX outbox_unpublished ON {s}.outbox (id) WHERE published_at IS NULL",
+        f"DROP TABLE {s}.outbox_published",
+    ]
+    for statement in statements:
+        op.execute(statement)
+
+
 def drop_messaging_tables(schema: str) -> None:
     s = check_identifier(schema)
     for table in ("inbox_stream", "inbox", "outbox_stream", "outbox"):

@@ -24,11 +24,19 @@ from shared.logging import correlation_id_var
 from shared.messaging.broker import Broker, OutgoingMessage
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import Inbox, InboxConsumer
-from shared.messaging.outbox import Draft, Outbox, OutboxRelay
+from shared.messaging.outbox import Draft, Outbox, OutboxRelay, unpublished_count_sql
+from shared.messaging.schema import track_outbox_positions, untrack_outbox_positions
 from shared.messaging.topology import Topology
 from tests.support import env
 from tests.support.broker_admin import queue_depth
-from tests.support.msgtest import QUEUE, SCHEMA, create_schema, effect_counts, record_effect
+from tests.support.msgtest import (
+    QUEUE,
+    SCHEMA,
+    create_schema,
+    effect_counts,
+    record_effect,
+    run_migration,
+)
 from tests.support.wait import wait_until
 
 HARNESS = Path(__file__).resolve().parents[1] / "support" / "harness.py"
@@ -102,6 +110,31 @@ async def publish_all(broker: Broker) -> list[int]:
         return counts
     finally:
         await relay.close()
+
+
+async def drain(broker: Broker) -> list[Envelope]:
+    """Every envelope waiting in the test queue, in queue order (taken off it)."""
+    envelopes: list[Envelope] = []
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(broker.topology.queue_name(QUEUE))
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            envelopes.extend(Envelope.decode_all(message.body, message.content_type))
+    return envelopes
+
+
+async def write_stream(engine: AsyncEngine, stream: str, count: int) -> list[Envelope]:
+    outbox = Outbox(SCHEMA, producer="msgtest")
+    drafts = [Draft("msgtest.happened", "msgtest.happened", {"n": i}) for i in range(count)]
+    async with make_session_factory(engine)() as session, session.begin():
+        return await outbox.add(session, drafts, stream=stream)
+
+
+async def published_positions(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(f"SELECT stream, upto FROM {SCHEMA}.outbox_published"))
+        return {r.stream: r.upto for r in rows}
 
 
 async def start_consumer(engine: AsyncEngine, broker: Broker) -> InboxConsumer:
@@ -191,22 +224,15 @@ async def test_a_running_relay_keeps_each_stream_in_order_with_batches_in_flight
 
         async def all_marked() -> bool:
             async with msg_engine.connect() as conn:
-                unsent = await conn.scalar(
-                    text(f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL")
-                )
+                unsent = await conn.scalar(text(unpublished_count_sql(SCHEMA)))
             return unsent == 0
 
         await wait_until(all_marked, message="every outbox row marked sent")
     finally:
         await relay.stop()
     received: dict[str, list[int]] = {"A": [], "B": []}
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(broker.topology.queue_name(QUEUE))
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            for envelope in Envelope.decode_all(message.body, message.content_type):
-                received[envelope.stream].append(envelope.sequence)
+    for envelope in await drain(broker):
+        received[envelope.stream].append(envelope.sequence)
     assert sum(map(len, received.values())) == expected
     for sequences in received.values():
         assert sequences == list(range(1, len(sequences) + 1))
@@ -221,9 +247,7 @@ async def test_relay_killed_mid_batch_still_delivers_each_effect_once(
     crashed = run_harness("relay", crash_at=crash_at)
     assert await wait_exit(crashed) == -signal.SIGKILL
     async with msg_engine.connect() as conn:
-        unpublished = await conn.scalar(
-            text(f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL")
-        )
+        unpublished = await conn.scalar(text(unpublished_count_sql(SCHEMA)))
     assert unpublished == 20, "the killed relay must not have marked anything sent"
     # The relay packs the 20 messages into one bundle (same routing key, in order).
     published_before_restart = await queue_depth(broker.topology.queue_name(QUEUE))
@@ -570,3 +594,70 @@ async def test_the_correlation_id_travels_from_the_producer_to_the_consumer(
         await consumer.stop()
     assert seen == ["req-7f3a"]
     assert correlation_id_var.get() is None
+
+
+async def test_publishing_moves_each_streams_position_and_leaves_the_rows_alone(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    """The relay records how far each stream is published; the outbox rows are never
+    rewritten, and a later read starts past the position."""
+    await write_stream(msg_engine, "A", 5)
+    await write_stream(msg_engine, "B", 3)
+    async with msg_engine.connect() as conn:
+        versions = (await conn.execute(text(f"SELECT id, xmin::text FROM {SCHEMA}.outbox"))).all()
+    assert await publish_all(broker) == [8, 0]
+    assert await published_positions(msg_engine) == {"A": 5, "B": 3}
+    async with msg_engine.connect() as conn:
+        after = (await conn.execute(text(f"SELECT id, xmin::text FROM {SCHEMA}.outbox"))).all()
+        assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 0
+    assert sorted(after) == sorted(versions), "publishing must not update outbox rows"
+    assert [(e.stream, e.sequence) for e in await drain(broker)] == [
+        *(("A", n) for n in range(1, 6)),
+        *(("B", n) for n in range(1, 4)),
+    ]
+
+    more = await write_stream(msg_engine, "A", 2)
+    async with msg_engine.connect() as conn:
+        assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 2
+    assert await publish_all(broker) == [2, 0]
+    assert [e.message_id for e in await drain(broker)] == [e.message_id for e in more]
+    assert await published_positions(msg_engine) == {"A": 7, "B": 3}
+
+
+async def test_the_positions_migration_keeps_what_was_published_and_what_was_not(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    """An outbox that marked rows sent moves to positions: each stream's position is the
+    end of its sent prefix, so exactly the unsent rows are published afterwards; the
+    downgrade marks sent again what the positions cover."""
+    await create_schema(msg_engine, outbox_positions=False)
+    await write_stream(msg_engine, "A", 5)
+    await write_stream(msg_engine, "B", 3)
+    await write_stream(msg_engine, "C", 2)
+    async with msg_engine.begin() as conn:
+        await conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.outbox SET published_at = now() "
+                "WHERE (stream = 'A' AND sequence <= 3) OR stream = 'B'"
+            )
+        )
+    sent_before = {("A", 1), ("A", 2), ("A", 3), ("B", 1), ("B", 2), ("B", 3)}
+
+    await run_migration(msg_engine, track_outbox_positions)
+    assert await published_positions(msg_engine) == {"A": 3, "B": 3, "C": 0}
+
+    await run_migration(msg_engine, untrack_outbox_positions)
+    async with msg_engine.connect() as conn:
+        rows = await conn.execute(
+            text(f"SELECT stream, sequence FROM {SCHEMA}.outbox WHERE published_at IS NOT NULL")
+        )
+        assert {(r.stream, r.sequence) for r in rows} == sent_before
+
+    await run_migration(msg_engine, track_outbox_positions)
+    assert await publish_all(broker) == [4, 0]
+    assert sorted((e.stream, e.sequence) for e in await drain(broker)) == [
+        ("A", 4),
+        ("A", 5),
+        ("C", 1),
+        ("C", 2),
+    ]

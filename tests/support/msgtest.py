@@ -1,24 +1,42 @@
 """A throw-away schema with an outbox, an inbox and an effects table, for messaging tests."""
 
+from collections.abc import Callable
+
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.messaging.envelope import Envelope
-from shared.messaging.schema import create_messaging_tables
+from shared.messaging.schema import create_messaging_tables, track_outbox_positions
 from shared.messaging.topology import QueueSpec
 
 SCHEMA = "msgtest"
 QUEUE = QueueSpec("msgtest.work", bindings=("msgtest.#",))
 
 
-async def create_schema(engine: AsyncEngine) -> None:
+async def run_migration(engine: AsyncEngine, step: Callable[[str], None]) -> None:
+    """Run one of the shared migration steps on the msgtest schema."""
+
+    def ddl(conn: Connection) -> None:
+        with Operations.context(MigrationContext.configure(conn)):
+            step(SCHEMA)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(ddl)
+
+
+async def create_schema(engine: AsyncEngine, *, outbox_positions: bool = True) -> None:
+    """The schema as the services' migrations leave it (``outbox_positions=False``: as it
+    was before the outbox tracked its streams' positions)."""
+
     def ddl(conn: Connection) -> None:
         conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
         conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
         with Operations.context(MigrationContext.configure(conn)):
             create_messaging_tables(SCHEMA)
+            if outbox_positions:
+                track_outbox_positions(SCHEMA)
         conn.execute(
             text(
                 f"CREATE TABLE {SCHEMA}.effects (id bigserial PRIMARY KEY, message_id uuid NOT NULL,"

@@ -17,6 +17,7 @@ from services.matching.shard import output_payload
 from shared.contracts import book_stream, shard_of
 from shared.db import make_session_factory
 from shared.messaging.envelope import Envelope
+from shared.messaging.outbox import unpublished_count_sql
 from tests.support.book_commands import (
     EVENTS_TAP,
     SHARDS,
@@ -212,9 +213,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             if await journal_count(engine, ids) < len(ids):
                 return False
             async with engine.connect() as conn:
-                unpublished = await conn.scalar(
-                    text("SELECT count(*) FROM matching.outbox WHERE published_at IS NULL")
-                )
+                unpublished = await conn.scalar(text(unpublished_count_sql("matching")))
             return unpublished == 0
 
         await wait_until(all_applied_and_published, timeout=180, message="all commands applied")

@@ -1,0 +1,19 @@
+"""The gateway outbox's publication tracked by each stream's position, not a mark per row.
+
+Revision ID: gateway_0003
+"""
+
+from shared.messaging.schema import track_outbox_positions, untrack_outbox_positions
+
+revision = "gateway_0003"
+down_revision = "gateway_0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    track_outbox_positions("gateway")
+
+
+def downgrade() -> None:
+    untrack_outbox_positions("gateway")
