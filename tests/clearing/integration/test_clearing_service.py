@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from banksim import StatementInjection
 from services.clearing.domain.bank_files import parse_instruction_file
 from services.custody.verify import run_checks
 from shared.contracts import system_queues
+from shared.db import make_engine
 from shared.messaging.broker import Broker
 from shared.messaging.topology import Topology
 from shared.money import format_fen, parse_fen
@@ -32,6 +33,7 @@ from tests.clearing.integration.exchange import (
     recompute_fees,
 )
 from tests.support import env
+from tests.support.databases import drop_database, fresh_database
 from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
 
@@ -44,14 +46,32 @@ class Stack:
     matching: ServiceProcess
     clearing: ServiceProcess
     exchange: Exchange
+    database_url: str
 
 
 @pytest.fixture(scope="module")
-async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack]:
-    custody = ServiceProcess("custody")
-    matching = ServiceProcess("matching")
+def clearing_database_url() -> Iterator[str]:
+    """This module's own database: clearing's business date and custody's start together
+    here, whatever date other suites have moved the shared database's custody to."""
+    url = fresh_database("clearing")
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="module")
+async def engine(clearing_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(clearing_database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def stack(clearing_database_url: str, broker_namespace: str) -> AsyncIterator[Stack]:
+    own = {"EXCHANGE_DATABASE_URL": clearing_database_url}
+    custody = ServiceProcess("custody", **own)
+    matching = ServiceProcess("matching", **own)
     clearing = ServiceProcess(
-        "clearing", EXCHANGE_CUSTODY_URL=custody.url, EXCHANGE_EOD_POLL_SECONDS="0.1"
+        "clearing", EXCHANGE_CUSTODY_URL=custody.url, EXCHANGE_EOD_POLL_SECONDS="0.1", **own
     )
     broker = Broker(
         env.AMQP_URL,
@@ -72,7 +92,11 @@ async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack
             httpx.AsyncClient(base_url=clearing.url, timeout=30) as clearing_client,
         ):
             yield Stack(
-                custody, matching, clearing, Exchange(custody_client, clearing_client, broker)
+                custody,
+                matching,
+                clearing,
+                Exchange(custody_client, clearing_client, broker),
+                clearing_database_url,
             )
     finally:
         for service in reversed(started):
@@ -82,7 +106,9 @@ async def stack(database_url: str, broker_namespace: str) -> AsyncIterator[Stack
 
 async def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "exchange_cli.main", *args]
-    environment = env.service_env(EXCHANGE_CLEARING_URL=stack.clearing.url)
+    environment = env.service_env(
+        EXCHANGE_CLEARING_URL=stack.clearing.url, EXCHANGE_DATABASE_URL=stack.database_url
+    )
     return await asyncio.to_thread(
         subprocess.run, command, env=environment, capture_output=True, text=True, timeout=120
     )
