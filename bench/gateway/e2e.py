@@ -518,8 +518,11 @@ async def stages(conn: asyncpg.Connection, tracker: Tracker, ids: list[str]) -> 
         if row["reserved"] is None or final is None:
             continue
         to_custody.append(float(row["reserved"] - row["accepted"]))
-        to_book.append(float(row["matched"] - row["reserved"]))
-        to_view.append(final - float(row["matched"]))
+        # A resting order filled later has the later fill's time: its first events' time
+        # is gone, so it counts in neither of the last two stages.
+        if float(row["matched"]) <= final:
+            to_book.append(float(row["matched"] - row["reserved"]))
+            to_view.append(final - float(row["matched"]))
 
     def p(samples: list[float]) -> str:
         return f"{pct(samples, 0.5):.0f}/{pct(samples, 0.99):.0f}"
