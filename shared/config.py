@@ -24,6 +24,10 @@ class CommonSettings(BaseSettings):
     #: How often the outbox relay looks for work when no notification woke it.
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: How long published outbox rows are kept (matching keeps its outbox for recovery).
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+    #: How often a service deletes its published outbox rows past the retention.
+    outbox_prune_interval_seconds: float = Field(default=600.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     #: Matching shards; products are spread over them by code. Every service must agree.
     matching_shards: int = Field(default=2, ge=1, le=64)

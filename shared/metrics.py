@@ -30,6 +30,9 @@ STREAM_GAPS = Gauge(
 OUTBOX_PUBLISHED = Counter(
     "exchange_outbox_published_total", "Outbox messages published and confirmed", ["schema"]
 )
+OUTBOX_PRUNED = Counter(
+    "exchange_outbox_pruned_total", "Published outbox rows deleted after the retention", ["schema"]
+)
 RELAY_ERRORS = Counter("exchange_outbox_relay_errors_total", "Failed relay batches", ["schema"])
 READY = Gauge(
     "exchange_ready", "1 when the service's database and broker are reachable", ["service"]

@@ -24,6 +24,7 @@ from shared.messaging.inbox import (
     InboxConsumer,
 )
 from shared.messaging.outbox import Outbox, OutboxRelay
+from shared.messaging.retention import OutboxPruner
 from shared.messaging.topology import QueueSpec, Topology
 from shared.metrics import READY
 
@@ -96,6 +97,7 @@ class ServiceRuntime:
         groups: Sequence[GroupSpec] = (),
         queues: Sequence[QueueSpec] | None = None,
         components: Sequence[Component] = (),
+        prune_outbox: bool = True,
     ) -> None:
         self.name = name
         self.schema = check_identifier(name)
@@ -108,6 +110,8 @@ class ServiceRuntime:
         if len(set(grouped)) != len(grouped) or not set(grouped) <= set(names):
             raise ValueError(f"consumer groups {grouped} must name distinct consumers of {names}")
         self._components = tuple(components)
+        self._prune_outbox = prune_outbox
+        self._pruner: OutboxPruner | None = None
         # Every service declares every queue, so a message is routable as soon as any is up.
         declared = {
             q.name: q
@@ -146,6 +150,14 @@ class ServiceRuntime:
             poll_seconds=settings.relay_poll_seconds,
         )
         self._relay.start()
+        if self._prune_outbox:
+            self._pruner = OutboxPruner(
+                self.schema,
+                database_url=settings.database_url,
+                retention_seconds=settings.outbox_retention_hours * 3600,
+                interval_seconds=settings.outbox_prune_interval_seconds,
+            )
+            self._pruner.start()
         consumers = {
             spec.name: InboxConsumer(
                 name=f"{self.name}.{spec.name}",
@@ -182,6 +194,8 @@ class ServiceRuntime:
             await component.stop()
         for consumer in self._consumers:
             await consumer.stop()
+        if self._pruner is not None:
+            await self._pruner.stop()
         if self._relay is not None:
             await self._relay.stop()
         await self.broker.close()

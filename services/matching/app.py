@@ -22,7 +22,10 @@ def create_app(settings: MatchingSettings | None = None) -> FastAPI:
         )
         for shard in range(settings.matching_shards)
     }
-    runtime = ServiceRuntime("matching", settings, components=list(workers.values()))
+    # Recovery compares replayed events with the published ones: the outbox stays.
+    runtime = ServiceRuntime(
+        "matching", settings, components=list(workers.values()), prune_outbox=False
+    )
     app = create_service_app(runtime, title="Matching", routers=[router])
     app.state.shard_workers = workers
     app.state.shard_count = settings.matching_shards
