@@ -8,6 +8,11 @@ from alembic import op
 from shared.db import check_identifier
 
 
+def _execute(statements: list[str]) -> None:
+    for statement in statements:
+        op.execute(statement)
+
+
 def create_messaging_tables(schema: str) -> None:
     s = check_identifier(schema)
     statements = [
@@ -59,8 +64,7 @@ def create_messaging_tables(schema: str) -> None:
         CREATE TRIGGER outbox_notify AFTER INSERT ON {s}.outbox
             FOR EACH STATEMENT EXECUTE FUNCTION {s}.notify_outbox()""",
     ]
-    for statement in statements:
-        op.execute(statement)
+    _execute(statements)
 
 
 def track_outbox_positions(schema: str) -> None:
@@ -88,8 +92,7 @@ def track_outbox_positions(schema: str) -> None:
         f"DROP INDEX {s}.outbox_unpublished",
         f"ALTER TABLE {s}.outbox DROP COLUMN published_at",
     ]
-    for statement in statements:
-        op.execute(statement)
+    _execute(statements)
 
 
 def untrack_outbox_positions(schema: str) -> None:
@@ -102,8 +105,7 @@ def untrack_outbox_positions(schema: str) -> None:
         f"CREATE INDEX outbox_unpublished ON {s}.outbox (id) WHERE published_at IS NULL",
         f"DROP TABLE {s}.outbox_published",
     ]
-    for statement in statements:
-        op.execute(statement)
+    _execute(statements)
 
 
 def drop_messaging_tables(schema: str) -> None:

@@ -13,11 +13,11 @@ from shared.db import make_session_factory
 from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import ConsumerGroup, Handler, InboxConsumer
-from shared.messaging.outbox import Draft, Outbox, OutboxRelay
+from shared.messaging.outbox import Draft, Outbox
 from shared.messaging.topology import QueueSpec, Topology
 from tests.support import env
 from tests.support.broker_admin import queue_depth
-from tests.support.msgtest import SCHEMA, create_schema
+from tests.support.msgtest import SCHEMA, create_schema, publish_all
 from tests.support.wait import wait_until
 
 EAGER = QueueSpec("grouptest.eager", bindings=("grouptest.eager",))
@@ -92,12 +92,7 @@ async def send(
                 for i in range(first, first + count)
             ],
         )
-    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
-    try:
-        while await relay.publish_batch():
-            pass
-    finally:
-        await relay.close()
+    await publish_all(broker)
 
 
 async def effects(engine: AsyncEngine) -> list[tuple[str, int, int, float]]:

@@ -34,8 +34,10 @@ from tests.support.msgtest import (
     SCHEMA,
     create_schema,
     effect_counts,
+    publish_all,
     record_effect,
     run_migration,
+    take_all,
 )
 from tests.support.wait import wait_until
 
@@ -98,30 +100,6 @@ def run_harness(mode: str, crash_at: str | None = None) -> subprocess.Popen[byte
 async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     code = await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout)
     return code
-
-
-async def publish_all(broker: Broker) -> list[int]:
-    """Run a relay until the outbox is empty; the size of each batch it published."""
-    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
-    try:
-        counts = [await relay.publish_batch()]
-        while counts[-1]:
-            counts.append(await relay.publish_batch())
-        return counts
-    finally:
-        await relay.close()
-
-
-async def drain(broker: Broker) -> list[Envelope]:
-    """Every envelope waiting in the test queue, in queue order (taken off it)."""
-    envelopes: list[Envelope] = []
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(broker.topology.queue_name(QUEUE))
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            envelopes.extend(Envelope.decode_all(message.body, message.content_type))
-    return envelopes
 
 
 async def write_stream(engine: AsyncEngine, stream: str, count: int) -> list[Envelope]:
@@ -231,7 +209,7 @@ async def test_a_running_relay_keeps_each_stream_in_order_with_batches_in_flight
     finally:
         await relay.stop()
     received: dict[str, list[int]] = {"A": [], "B": []}
-    for envelope in await drain(broker):
+    for envelope in await take_all(broker):
         received[envelope.stream].append(envelope.sequence)
     assert sum(map(len, received.values())) == expected
     for sequences in received.values():
@@ -611,7 +589,7 @@ async def test_publishing_moves_each_streams_position_and_leaves_the_rows_alone(
         after = (await conn.execute(text(f"SELECT id, xmin::text FROM {SCHEMA}.outbox"))).all()
         assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 0
     assert sorted(after) == sorted(versions), "publishing must not update outbox rows"
-    assert [(e.stream, e.sequence) for e in await drain(broker)] == [
+    assert [(e.stream, e.sequence) for e in await take_all(broker)] == [
         *(("A", n) for n in range(1, 6)),
         *(("B", n) for n in range(1, 4)),
     ]
@@ -620,7 +598,7 @@ async def test_publishing_moves_each_streams_position_and_leaves_the_rows_alone(
     async with msg_engine.connect() as conn:
         assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 2
     assert await publish_all(broker) == [2, 0]
-    assert [e.message_id for e in await drain(broker)] == [e.message_id for e in more]
+    assert [e.message_id for e in await take_all(broker)] == [e.message_id for e in more]
     assert await published_positions(msg_engine) == {"A": 7, "B": 3}
 
 
@@ -655,7 +633,7 @@ async def test_the_positions_migration_keeps_what_was_published_and_what_was_not
 
     await run_migration(msg_engine, track_outbox_positions)
     assert await publish_all(broker) == [4, 0]
-    assert sorted((e.stream, e.sequence) for e in await drain(broker)) == [
+    assert sorted((e.stream, e.sequence) for e in await take_all(broker)) == [
         ("A", 4),
         ("A", 5),
         ("C", 1),

@@ -3,19 +3,17 @@ PostgreSQL and RabbitMQ."""
 
 from collections.abc import AsyncIterator
 
-import aio_pika
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_session_factory
 from shared.messaging.broker import Broker
-from shared.messaging.envelope import Envelope
-from shared.messaging.outbox import Draft, Outbox, OutboxRelay, unpublished_count_sql
+from shared.messaging.outbox import Draft, Outbox, unpublished_count_sql
 from shared.messaging.retention import OutboxPruner
 from shared.messaging.topology import QueueSpec, Topology
 from tests.support import env
-from tests.support.msgtest import SCHEMA, create_schema
+from tests.support.msgtest import SCHEMA, create_schema, publish_all, take_all
 
 QUEUE = QueueSpec("retentiontest.work", bindings=("retentiontest.#",))
 DAY = 86_400.0
@@ -35,22 +33,13 @@ async def broker(broker_namespace: str) -> AsyncIterator[Broker]:
     )
     broker.start()
     await broker.wait_connected(timeout=20)
-    await drain(topology)
+    await drain(broker)
     yield broker
     await broker.close()
 
 
-async def drain(topology: Topology) -> list[tuple[str, int]]:
-    """Take every message off the test queue: the (stream, sequence) of each envelope."""
-    sent: list[tuple[str, int]] = []
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(topology.queue_name(QUEUE))
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            for envelope in Envelope.decode_all(message.body, message.content_type):
-                sent.append((envelope.stream, envelope.sequence))
-    return sent
+async def drain(broker: Broker) -> list[tuple[str, int]]:
+    return [(e.stream, e.sequence) for e in await take_all(broker, QUEUE)]
 
 
 async def write(engine: AsyncEngine, stream: str, count: int) -> None:
@@ -58,15 +47,6 @@ async def write(engine: AsyncEngine, stream: str, count: int) -> None:
     drafts = [Draft("retentiontest.happened", "retentiontest.happened", {}) for _ in range(count)]
     async with make_session_factory(engine)() as session, session.begin():
         await outbox.add(session, drafts, stream=stream)
-
-
-async def publish_all(broker: Broker) -> None:
-    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
-    try:
-        while await relay.publish_batch():
-            pass
-    finally:
-        await relay.close()
 
 
 async def age(engine: AsyncEngine, days: float, where: str) -> None:
@@ -114,11 +94,11 @@ async def test_published_rows_past_the_retention_go_and_everything_else_stays(
     assert await remaining(outbox_engine) == {("A", 6), ("A", 7), ("C", 1)}
     assert await prunes.prune() == 0
 
-    await drain(broker.topology)
+    await drain(broker)
     await publish_all(broker)
     async with outbox_engine.connect() as conn:
         assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 0
-    assert sorted(await drain(broker.topology)) == [("A", 6), ("A", 7), ("C", 1)]
+    assert sorted(await drain(broker)) == [("A", 6), ("A", 7), ("C", 1)]
     # Published now, and old: the next run (starting past what is gone) takes them.
     assert await prunes.prune() == 2
     assert await remaining(outbox_engine) == {("C", 1)}

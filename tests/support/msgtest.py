@@ -2,14 +2,18 @@
 
 from collections.abc import Callable
 
+import aio_pika
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope
+from shared.messaging.outbox import OutboxRelay
 from shared.messaging.schema import create_messaging_tables, track_outbox_positions
 from shared.messaging.topology import QueueSpec
+from tests.support import env
 
 SCHEMA = "msgtest"
 QUEUE = QueueSpec("msgtest.work", bindings=("msgtest.#",))
@@ -46,6 +50,30 @@ async def create_schema(engine: AsyncEngine, *, outbox_positions: bool = True) -
 
     async with engine.begin() as conn:
         await conn.run_sync(ddl)
+
+
+async def publish_all(broker: Broker) -> list[int]:
+    """Run a relay until the msgtest outbox is empty; the size of each batch it published."""
+    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
+    try:
+        counts = [await relay.publish_batch()]
+        while counts[-1]:
+            counts.append(await relay.publish_batch())
+        return counts
+    finally:
+        await relay.close()
+
+
+async def take_all(broker: Broker, queue: QueueSpec = QUEUE) -> list[Envelope]:
+    """Every envelope waiting in a queue, in queue order (taken off it)."""
+    envelopes: list[Envelope] = []
+    connection = await aio_pika.connect(env.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.get_queue(broker.topology.queue_name(queue))
+        while (message := await declared.get(no_ack=True, fail=False)) is not None:
+            envelopes.extend(Envelope.decode_all(message.body, message.content_type))
+    return envelopes
 
 
 class PoisonError(RuntimeError):
