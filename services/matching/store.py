@@ -111,13 +111,14 @@ async def load_snapshot(session: AsyncSession, shard: int, upto: int) -> ShardEn
 
 
 async def save_snapshot(session: AsyncSession, engine: ShardEngine, keep: int = 3) -> None:
+    state = engine.snapshot()
     await session.execute(
         _SAVE_SNAPSHOT,
         {
             "shard": engine.shard,
             "head": engine.head,
-            "books_hash": engine.books_hash(),
-            "state": orjson.dumps(engine.snapshot()),
+            "books_hash": ShardEngine.books_hash_of(state["books"]),
+            "state": orjson.dumps(state),
         },
     )
     await session.execute(_PRUNE_SNAPSHOTS, {"shard": engine.shard, "keep": keep})

@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any
 
+import orjson
+
 from services.matching.domain.events import (
     AMEND_REJECTED,
     BAND_CHANGED,
@@ -791,10 +793,22 @@ class OrderBook:
 
     def state_hash(self) -> str:
         """SHA-256 hex digest of the canonical JSON of ``snapshot()``."""
+        return snapshot_digest(self.snapshot())
+
+
+def snapshot_digest(snapshot: dict[str, Any]) -> str:
+    """SHA-256 hex digest of a book snapshot's canonical JSON: keys sorted, no spaces,
+    non-ASCII escaped (``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True)``)."""
+    # orjson writes the same bytes for this plain data (str keys, str and int values) as
+    # long as everything is ASCII, 3x faster: a shard's snapshot hashes every book inside
+    # its command cycle. It does not escape non-ASCII: then json does it.
+    canonical = orjson.dumps(snapshot, option=orjson.OPT_SORT_KEYS)
+    if not canonical.isascii():
         canonical = json.dumps(
-            self.snapshot(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        )
-        return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+            snapshot, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _fok_fillable(
