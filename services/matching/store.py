@@ -110,18 +110,19 @@ async def load_snapshot(session: AsyncSession, shard: int, upto: int) -> ShardEn
     return engine
 
 
-async def save_snapshot(session: AsyncSession, engine: ShardEngine, keep: int = 3) -> None:
-    state = engine.snapshot()
+async def save_snapshot(session: AsyncSession, state: dict[str, Any], keep: int = 3) -> None:
+    """Save a shard's ``ShardEngine.snapshot()`` (with its books' hash) and drop all but the
+    ``keep`` newest."""
     await session.execute(
         _SAVE_SNAPSHOT,
         {
-            "shard": engine.shard,
-            "head": engine.head,
+            "shard": state["shard"],
+            "head": state["head"],
             "books_hash": ShardEngine.books_hash_of(state["books"]),
             "state": orjson.dumps(state),
         },
     )
-    await session.execute(_PRUNE_SNAPSHOTS, {"shard": engine.shard, "keep": keep})
+    await session.execute(_PRUNE_SNAPSHOTS, {"shard": state["shard"], "keep": keep})
 
 
 async def published_payloads(

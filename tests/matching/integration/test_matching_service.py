@@ -356,3 +356,70 @@ async def test_a_standby_instance_takes_over_when_the_active_one_dies(
     finally:
         await active.stop()
         await standby.stop()
+
+
+async def snapshot_heads(engine: AsyncEngine, shard: int) -> list[int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT head FROM matching.snapshots WHERE shard = :s ORDER BY head"),
+            {"s": shard},
+        )
+        return [int(r.head) for r in rows]
+
+
+async def test_a_snapshot_that_cannot_be_saved_does_not_stop_the_shard(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    """Snapshots are saved beside the shard's cycle: while every save fails, commands are
+    still applied; once saves work again, the next one is stored."""
+    code = new_code(0)
+    first = [command_envelope(c) for c in command_stream([code], 450, seed=7)]
+    second = [
+        command_envelope(new_order(code, f"late{n}", "mZ", "BUY", 9000, 1)) for n in range(250)
+    ]
+    service = matching_process()  # a snapshot every 200 commands
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION matching.refuse_snapshot() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'snapshot refused by the test'; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse_snapshot BEFORE INSERT ON matching.snapshots "
+                "FOR EACH ROW EXECUTE FUNCTION matching.refuse_snapshot()"
+            )
+        )
+    refused = True
+    await service.start()
+    try:
+        before = await snapshot_heads(engine, 0)
+        async with command_broker(broker_namespace) as broker:
+            await publish_all(broker, first)
+            ids = [e.message_id for e in first]
+
+            async def applied(ids: list[str] = ids) -> bool:
+                return await journal_count(engine, ids) == len(ids)
+
+            await wait_until(applied, timeout=60, message="commands applied while saves fail")
+            assert await snapshot_heads(engine, 0) == before
+            assert "shard snapshot not saved" in service.log_path.read_text(errors="replace")
+
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP TRIGGER refuse_snapshot ON matching.snapshots"))
+                await conn.execute(text("DROP FUNCTION matching.refuse_snapshot()"))
+            refused = False
+            await publish_all(broker, second)
+
+            async def saved() -> bool:
+                heads = await snapshot_heads(engine, 0)
+                return bool(heads) and heads[-1] > max(before, default=0)
+
+            await wait_until(saved, timeout=60, message="a snapshot once saves work again")
+    finally:
+        await service.stop()
+        if refused:
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP TRIGGER refuse_snapshot ON matching.snapshots"))
+                await conn.execute(text("DROP FUNCTION matching.refuse_snapshot()"))
