@@ -423,3 +423,22 @@ async def test_a_snapshot_that_cannot_be_saved_does_not_stop_the_shard(
             async with engine.begin() as conn:
                 await conn.execute(text("DROP TRIGGER refuse_snapshot ON matching.snapshots"))
                 await conn.execute(text("DROP FUNCTION matching.refuse_snapshot()"))
+
+
+async def test_snapshots_are_compressed_with_lz4_where_the_server_has_it(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as conn:
+        has_lz4 = await conn.scalar(
+            text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'"
+            )
+        )
+        compression = await conn.scalar(
+            text(
+                "SELECT attcompression::text FROM pg_attribute "
+                "WHERE attrelid = 'matching.snapshots'::regclass AND attname = 'state'"
+            )
+        )
+    assert compression == ("l" if has_lz4 else "")
