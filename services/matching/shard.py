@@ -237,7 +237,7 @@ class ShardWorker:
 
     async def _snapshot(self) -> None:
         async with self.runtime.session_factory() as session, session.begin():
-            await store.save_snapshot(session, self.engine.snapshot())
+            await store.save_snapshot(session, store.snapshot_row(self.engine))
         self._applied_since_snapshot = 0
 
     def _snapshot_in_background(self) -> None:
@@ -247,14 +247,14 @@ class ShardWorker:
         only logged, the next comes after as many commands again."""
         if self._saving is not None and not self._saving.done():
             return
-        state = self.engine.snapshot()
+        row = store.snapshot_row(self.engine)
         self._applied_since_snapshot = 0
-        self._saving = asyncio.create_task(self._save(state), name=f"snapshot-{self.shard}")
+        self._saving = asyncio.create_task(self._save(row), name=f"snapshot-{self.shard}")
 
-    async def _save(self, state: dict[str, Any]) -> None:
+    async def _save(self, row: store.SnapshotRow) -> None:
         try:
             async with self.runtime.session_factory() as session, session.begin():
-                await store.save_snapshot(session, state)
+                await store.save_snapshot(session, row)
         except Exception as exc:
             # Not the traceback: the database error would quote the whole snapshot.
             log.warning(

@@ -1,5 +1,6 @@
 """The journal and snapshots of the matching shards, in PostgreSQL."""
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,19 +111,43 @@ async def load_snapshot(session: AsyncSession, shard: int, upto: int) -> ShardEn
     return engine
 
 
-async def save_snapshot(session: AsyncSession, state: dict[str, Any], keep: int = 3) -> None:
-    """Save a shard's ``ShardEngine.snapshot()`` (with its books' hash) and drop all but the
-    ``keep`` newest."""
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    shard: int
+    head: int
+    books_hash: str
+    state: bytes
+
+
+def snapshot_row(engine: ShardEngine) -> SnapshotRow:
+    """The engine's snapshot as it is stored: its JSON and its books' hash, from one
+    ``snapshot()``. Its objects (a list per resting order) are freed before this returns,
+    and the collector does not run meanwhile: were it to, it would traverse every one of
+    them (15-50 ms for a shard of 10,000+ orders, measured in the service)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        state = engine.snapshot()
+        row = SnapshotRow(
+            engine.shard,
+            engine.head,
+            ShardEngine.books_hash_of(state["books"]),
+            orjson.dumps(state),
+        )
+        del state
+        return row
+    finally:
+        if paused:
+            gc.enable()
+
+
+async def save_snapshot(session: AsyncSession, row: SnapshotRow, keep: int = 3) -> None:
+    """Save a shard's snapshot and drop all but the ``keep`` newest."""
     await session.execute(
         _SAVE_SNAPSHOT,
-        {
-            "shard": state["shard"],
-            "head": state["head"],
-            "books_hash": ShardEngine.books_hash_of(state["books"]),
-            "state": orjson.dumps(state),
-        },
+        {"shard": row.shard, "head": row.head, "books_hash": row.books_hash, "state": row.state},
     )
-    await session.execute(_PRUNE_SNAPSHOTS, {"shard": state["shard"], "keep": keep})
+    await session.execute(_PRUNE_SNAPSHOTS, {"shard": row.shard, "keep": keep})
 
 
 async def published_payloads(
