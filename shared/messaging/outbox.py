@@ -245,18 +245,17 @@ class OutboxRelay:
                 SELECT CASE WHEN $3 THEN pg_try_advisory_lock(hashtext($1)) ELSE true END
                        AS held
             ), recorded AS (
-                INSERT INTO {self.schema}.outbox_published AS p (stream, upto)
-                SELECT r.stream, r.upto FROM unnest($4::text[], $5::bigint[]) AS r(stream, upto)
-                WHERE (SELECT held FROM relay_lock)
-                ON CONFLICT (stream) DO UPDATE
-                    SET upto = greatest(p.upto, EXCLUDED.upto), updated_at = now()
+                {self._record_positions("$4", "$5", "WHERE (SELECT held FROM relay_lock)")}
             ), pending AS (
-                SELECT s.stream, greatest(coalesce(p.upto, 0), coalesce(f.upto, 0)) AS after
-                FROM {self.schema}.outbox_stream s
-                LEFT JOIN {self.schema}.outbox_published p USING (stream)
-                LEFT JOIN unnest($6::text[], $7::bigint[]) AS f(stream, upto) USING (stream)
-                WHERE (SELECT held FROM relay_lock)
-                  AND s.last_sequence > greatest(coalesce(p.upto, 0), coalesce(f.upto, 0))
+                SELECT stream, after FROM (
+                    SELECT s.stream, s.last_sequence,
+                           greatest(coalesce(p.upto, 0), coalesce(f.upto, 0)) AS after
+                    FROM {self.schema}.outbox_stream s
+                    LEFT JOIN {self.schema}.outbox_published p USING (stream)
+                    LEFT JOIN unnest($6::text[], $7::bigint[]) AS f(stream, upto) USING (stream)
+                    WHERE (SELECT held FROM relay_lock)
+                ) AS positions
+                WHERE last_sequence > after
             ), batch AS (
                 SELECT o.* FROM pending
                 CROSS JOIN LATERAL (
@@ -278,15 +277,23 @@ class OutboxRelay:
         # again: a duplicate the inboxes drop, never a reordering.
         self._record = f"""
             WITH recorded AS (
-                INSERT INTO {self.schema}.outbox_published AS p (stream, upto)
-                SELECT r.stream, r.upto FROM unnest($2::text[], $3::bigint[]) AS r(stream, upto)
-                ON CONFLICT (stream) DO UPDATE
-                    SET upto = greatest(p.upto, EXCLUDED.upto), updated_at = now()
+                {self._record_positions("$2", "$3")}
                 RETURNING 1
             )
             SELECT pg_advisory_unlock(hashtext($1)) FROM (SELECT count(*) FROM recorded) AS done
             """
         self._unlock = "SELECT pg_advisory_unlock(hashtext($1))"
+
+    def _record_positions(self, streams: str, uptos: str, where: str = "") -> str:
+        """The upsert of streams' published positions (array parameters ``streams`` and
+        ``uptos``); a position never moves back."""
+        return f"""
+            INSERT INTO {self.schema}.outbox_published AS p (stream, upto)
+            SELECT r.stream, r.upto FROM unnest({streams}::text[], {uptos}::bigint[])
+                AS r(stream, upto)
+            {where}
+            ON CONFLICT (stream) DO UPDATE
+                SET upto = greatest(p.upto, EXCLUDED.upto), updated_at = now()"""
 
     def start(self) -> None:
         self._tasks = [
