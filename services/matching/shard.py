@@ -101,14 +101,11 @@ class ShardWorker:
 
     async def stop(self) -> None:
         await self._batcher.stop()
-        if self._saving is not None:
-            await asyncio.gather(self._saving, return_exceptions=True)
+        await self._saved()
         async with self._lock:
             if self._applied_since_snapshot and not self._stale:
-                try:
-                    await self._snapshot()
-                except Exception:
-                    log.warning("no snapshot at shutdown", exc_info=True)
+                self._snapshot_in_background()
+        await self._saved()
 
     # ------------------------------------------------------------------ recovery
 
@@ -235,11 +232,6 @@ class ShardWorker:
         self._applied_since_snapshot += len(entries)
         COMMANDS_APPLIED.labels(str(self.shard)).inc(len(entries))
 
-    async def _snapshot(self) -> None:
-        async with self.runtime.session_factory() as session, session.begin():
-            await store.save_snapshot(session, store.snapshot_row(self.engine))
-        self._applied_since_snapshot = 0
-
     def _snapshot_in_background(self) -> None:
         """Take the books' state now, in the cycle (what is committed), and save it while
         the shard goes on: the insert of a large snapshot (about 1 MB for 10,000 resting
@@ -250,6 +242,11 @@ class ShardWorker:
         row = store.snapshot_row(self.engine)
         self._applied_since_snapshot = 0
         self._saving = asyncio.create_task(self._save(row), name=f"snapshot-{self.shard}")
+
+    async def _saved(self) -> None:
+        """Wait for the snapshot being saved, if any (a failed save was logged)."""
+        if self._saving is not None:
+            await asyncio.gather(self._saving, return_exceptions=True)
 
     async def _save(self, row: store.SnapshotRow) -> None:
         try:
