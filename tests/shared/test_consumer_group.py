@@ -14,10 +14,10 @@ from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import ConsumerGroup, Handler, InboxConsumer
 from shared.messaging.outbox import Draft, Outbox
-from shared.messaging.topology import QueueSpec, Topology
+from shared.messaging.topology import QueueSpec
 from tests.support import env
 from tests.support.broker_admin import queue_depth
-from tests.support.msgtest import SCHEMA, create_schema, publish_all
+from tests.support.msgtest import SCHEMA, publish_all, running_broker
 from tests.support.wait import wait_until
 
 EAGER = QueueSpec("grouptest.eager", bindings=("grouptest.eager",))
@@ -25,9 +25,8 @@ LATE = QueueSpec("grouptest.late", bindings=("grouptest.late",))
 
 
 @pytest.fixture
-async def group_engine(engine: AsyncEngine) -> AsyncEngine:
-    await create_schema(engine)
-    async with engine.begin() as conn:
+async def group_engine(msg_engine: AsyncEngine) -> AsyncEngine:
+    async with msg_engine.begin() as conn:
         await conn.execute(
             text(
                 f"CREATE TABLE {SCHEMA}.group_effects (consumer text NOT NULL, n int NOT NULL,"
@@ -35,24 +34,13 @@ async def group_engine(engine: AsyncEngine) -> AsyncEngine:
                 " applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
             )
         )
-    return engine
+    return msg_engine
 
 
 @pytest.fixture
 async def broker(broker_namespace: str) -> AsyncIterator[Broker]:
-    topology = Topology(broker_namespace, 3)
-    broker = Broker(
-        env.AMQP_URL, topology, connection_name="grouptest", prefetch=50, queues=[EAGER, LATE]
-    )
-    broker.start()
-    await broker.wait_connected(timeout=20)
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for spec in (EAGER, LATE):
-            await (await channel.get_queue(topology.queue_name(spec))).purge()
-    yield broker
-    await broker.close()
+    async with running_broker(broker_namespace, [EAGER, LATE], name="grouptest") as broker:
+        yield broker
 
 
 def effect_of(consumer: str) -> Handler:

@@ -26,7 +26,6 @@ from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import Inbox, InboxConsumer
 from shared.messaging.outbox import Draft, Outbox, OutboxRelay, unpublished_count_sql
 from shared.messaging.schema import track_outbox_positions, untrack_outbox_positions
-from shared.messaging.topology import Topology
 from tests.support import env
 from tests.support.broker_admin import queue_depth
 from tests.support.msgtest import (
@@ -37,6 +36,7 @@ from tests.support.msgtest import (
     publish_all,
     record_effect,
     run_migration,
+    running_broker,
     take_all,
 )
 from tests.support.wait import wait_until
@@ -46,29 +46,11 @@ DELIVERY_LIMIT = 3
 
 
 @pytest.fixture
-async def msg_engine(engine: AsyncEngine) -> AsyncEngine:
-    await create_schema(engine)
-    return engine
-
-
-@pytest.fixture
 async def broker(broker_namespace: str) -> AsyncIterator[Broker]:
-    topology = Topology(broker_namespace, DELIVERY_LIMIT)
-    broker = Broker(env.AMQP_URL, topology, connection_name="test", prefetch=50, queues=[QUEUE])
-    broker.start()
-    await broker.wait_connected(timeout=20)
-    await purge(topology)
-    yield broker
-    await broker.close()
-
-
-async def purge(topology: Topology) -> None:
-    connection = await aio_pika.connect(env.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for name in (topology.queue_name(QUEUE), topology.dead_letter_queue_name(QUEUE)):
-            queue = await channel.get_queue(name)
-            await queue.purge()
+    async with running_broker(
+        broker_namespace, [QUEUE], name="test", delivery_limit=DELIVERY_LIMIT
+    ) as broker:
+        yield broker
 
 
 async def write_outbox(engine: AsyncEngine, count: int, **payload: object) -> list[Envelope]:

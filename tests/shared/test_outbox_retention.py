@@ -11,31 +11,18 @@ from shared.db import make_session_factory
 from shared.messaging.broker import Broker
 from shared.messaging.outbox import Draft, Outbox, unpublished_count_sql
 from shared.messaging.retention import OutboxPruner
-from shared.messaging.topology import QueueSpec, Topology
+from shared.messaging.topology import QueueSpec
 from tests.support import env
-from tests.support.msgtest import SCHEMA, create_schema, publish_all, take_all
+from tests.support.msgtest import SCHEMA, publish_all, running_broker, take_all
 
 QUEUE = QueueSpec("retentiontest.work", bindings=("retentiontest.#",))
 DAY = 86_400.0
 
 
 @pytest.fixture
-async def outbox_engine(engine: AsyncEngine) -> AsyncEngine:
-    await create_schema(engine)
-    return engine
-
-
-@pytest.fixture
 async def broker(broker_namespace: str) -> AsyncIterator[Broker]:
-    topology = Topology(broker_namespace, 3)
-    broker = Broker(
-        env.AMQP_URL, topology, connection_name="retentiontest", prefetch=50, queues=[QUEUE]
-    )
-    broker.start()
-    await broker.wait_connected(timeout=20)
-    await drain(broker)
-    yield broker
-    await broker.close()
+    async with running_broker(broker_namespace, [QUEUE], name="retentiontest") as broker:
+        yield broker
 
 
 async def drain(broker: Broker) -> list[tuple[str, int]]:
@@ -78,47 +65,47 @@ def pruner(chunk: int) -> OutboxPruner:
 
 @pytest.mark.parametrize("chunk", [2, 5000])
 async def test_published_rows_past_the_retention_go_and_everything_else_stays(
-    outbox_engine: AsyncEngine, broker: Broker, chunk: int
+    msg_engine: AsyncEngine, broker: Broker, chunk: int
 ) -> None:
     """Published and old: deleted. Unpublished (however old) or young: kept; the kept
     unpublished rows are still published afterwards, in order."""
-    await write(outbox_engine, "A", 5)
-    await write(outbox_engine, "B", 3)
+    await write(msg_engine, "A", 5)
+    await write(msg_engine, "B", 3)
     await publish_all(broker)
-    await write(outbox_engine, "A", 2)  # A 6-7: not published yet
-    await age(outbox_engine, 2, "true")
-    await write(outbox_engine, "C", 1)  # young and unpublished
+    await write(msg_engine, "A", 2)  # A 6-7: not published yet
+    await age(msg_engine, 2, "true")
+    await write(msg_engine, "C", 1)  # young and unpublished
 
     prunes = pruner(chunk)
     assert await prunes.prune() == 8
-    assert await remaining(outbox_engine) == {("A", 6), ("A", 7), ("C", 1)}
+    assert await remaining(msg_engine) == {("A", 6), ("A", 7), ("C", 1)}
     assert await prunes.prune() == 0
 
     await drain(broker)
     await publish_all(broker)
-    async with outbox_engine.connect() as conn:
+    async with msg_engine.connect() as conn:
         assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 0
     assert sorted(await drain(broker)) == [("A", 6), ("A", 7), ("C", 1)]
     # Published now, and old: the next run (starting past what is gone) takes them.
     assert await prunes.prune() == 2
-    assert await remaining(outbox_engine) == {("C", 1)}
+    assert await remaining(msg_engine) == {("C", 1)}
 
     # The streams go on numbering after the pruned rows.
-    await write(outbox_engine, "A", 1)
-    assert ("A", 8) in await remaining(outbox_engine)
+    await write(msg_engine, "A", 1)
+    assert ("A", 8) in await remaining(msg_engine)
 
 
-async def test_a_young_row_ends_the_walk(outbox_engine: AsyncEngine, broker: Broker) -> None:
+async def test_a_young_row_ends_the_walk(msg_engine: AsyncEngine, broker: Broker) -> None:
     """The walk stops at the first chunk holding a row younger than the cutoff: rows after
     it wait for a later run even when old (created_at set back by hand here; in service
     ids follow time)."""
-    await write(outbox_engine, "A", 6)
+    await write(msg_engine, "A", 6)
     await publish_all(broker)
-    await age(outbox_engine, 2, "sequence IN (1, 2, 5, 6)")
+    await age(msg_engine, 2, "sequence IN (1, 2, 5, 6)")
 
     prunes = pruner(chunk=2)
     assert await prunes.prune() == 2
-    assert await remaining(outbox_engine) == {("A", 3), ("A", 4), ("A", 5), ("A", 6)}
-    await age(outbox_engine, 2, "sequence IN (3, 4)")
+    assert await remaining(msg_engine) == {("A", 3), ("A", 4), ("A", 5), ("A", 6)}
+    await age(msg_engine, 2, "sequence IN (3, 4)")
     assert await prunes.prune() == 4
-    assert await remaining(outbox_engine) == set()
+    assert await remaining(msg_engine) == set()

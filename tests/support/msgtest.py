@@ -1,6 +1,7 @@
 """A throw-away schema with an outbox, an inbox and an effects table, for messaging tests."""
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aio_pika
 from alembic.operations import Operations
@@ -12,7 +13,7 @@ from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.schema import create_messaging_tables, track_outbox_positions
-from shared.messaging.topology import QueueSpec
+from shared.messaging.topology import QueueSpec, Topology
 from tests.support import env
 
 SCHEMA = "msgtest"
@@ -50,6 +51,31 @@ async def create_schema(engine: AsyncEngine, *, outbox_positions: bool = True) -
 
     async with engine.begin() as conn:
         await conn.run_sync(ddl)
+
+
+@contextlib.asynccontextmanager
+async def running_broker(
+    namespace: str, queues: Sequence[QueueSpec], *, name: str, delivery_limit: int = 3
+) -> AsyncIterator[Broker]:
+    """A broker connection with these queues declared and emptied (their dead-letter
+    queues too), closed afterwards."""
+    topology = Topology(namespace, delivery_limit)
+    broker = Broker(env.AMQP_URL, topology, connection_name=name, prefetch=50, queues=queues)
+    broker.start()
+    try:
+        await broker.wait_connected(timeout=20)
+        connection = await aio_pika.connect(env.AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            for spec in queues:
+                for queue_name in (
+                    topology.queue_name(spec),
+                    topology.dead_letter_queue_name(spec),
+                ):
+                    await (await channel.get_queue(queue_name)).purge()
+        yield broker
+    finally:
+        await broker.close()
 
 
 async def publish_all(broker: Broker) -> list[int]:
