@@ -13,23 +13,19 @@ snapshots, and continue identically from the old code's mid-stream snapshot.
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from golden_stream import golden_rows
 
 from services.matching.engine import ShardEngine
 from services.matching.shard import output_payload
 
-FIXTURE = Path(__file__).resolve().parents[1] / "golden" / "shard_stream.jsonl.gz"
-
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, Any]]:
-    with gzip.open(FIXTURE, "rb") as f:
-        return [orjson.loads(line) for line in f]
+    return golden_rows()
 
 
 def replay(engine: ShardEngine, rows: list[dict[str, Any]]) -> int:

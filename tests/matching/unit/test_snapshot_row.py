@@ -3,44 +3,18 @@
 import gc
 
 import orjson
+from golden_stream import golden_rows
 
 from services.matching import store
 from services.matching.engine import ShardEngine
 
-DATE = "2026-05-04"
-
 
 def engine_with_orders() -> ShardEngine:
+    """A shard part-way through the golden stream: several books with resting orders."""
     engine = ShardEngine(0)
-    commands = [
-        {
-            "command": "list",
-            "instrument": "P1",
-            "tick_fen": 1,
-            "lot": 1,
-            "min_qty": 1,
-            "band_low_fen": 9000,
-            "band_high_fen": 11000,
-            "reference_price_fen": 10000,
-            "business_date": DATE,
-            "state": "trading",
-        },
-        *(
-            {
-                "command": "new",
-                "instrument": "P1",
-                "order_id": f"o{n}",
-                "member_id": f"m{n % 3}",
-                "side": "BUY" if n % 2 else "SELL",
-                "price_fen": 9900 - n if n % 2 else 10100 + n,
-                "quantity": 5,
-                "tif": "GTC",
-            }
-            for n in range(40)
-        ),
-    ]
-    for seq, command in enumerate(commands, start=1):
-        engine.apply(seq, command, f"{DATE}T01:00:00.000000Z")
+    for row in golden_rows()[:1500]:
+        engine.apply(row["seq"], row["command"], row["executed_at"])
+    assert any(len(book) for book in engine.books.values())
     return engine
 
 
