@@ -1,7 +1,6 @@
 """One running gateway per test session, with real PostgreSQL and RabbitMQ, and small
 real HTTP stand-ins for custody, matching and clearing."""
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from tests.gateway.support import (
     unique_code,
 )
 from tests.support import env
-from tests.support.databases import drop_database, fresh_database
+from tests.support.databases import own_database
 from tests.support.wait import wait_until
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
@@ -98,9 +97,8 @@ def gateway_namespace(broker_namespace: str) -> str:
 def gateway_database_url() -> Iterator[str]:
     """The gateway tests' own database: other suites run real gateways that move the
     business date they keep."""
-    url = fresh_database("gw")
-    yield url
-    asyncio.run(drop_database(url))
+    with own_database("gw") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

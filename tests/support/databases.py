@@ -1,6 +1,8 @@
 """Dropping a test database, whatever still holds connections to it."""
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import asyncpg
 
@@ -25,3 +27,13 @@ def fresh_database(name: str) -> str:
     asyncio.run(ensure_database(url))
     upgrade_all(url)
     return url
+
+
+@contextlib.contextmanager
+def own_database(name: str) -> Iterator[str]:
+    """``fresh_database`` for as long as the block lasts, dropped afterwards."""
+    url = fresh_database(name)
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(url))

@@ -33,7 +33,7 @@ from tests.clearing.integration.exchange import (
     recompute_fees,
 )
 from tests.support import env
-from tests.support.databases import drop_database, fresh_database
+from tests.support.databases import own_database
 from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
 
@@ -53,9 +53,8 @@ class Stack:
 def clearing_database_url() -> Iterator[str]:
     """This module's own database: clearing's business date and custody's start together
     here, whatever date other suites have moved the shared database's custody to."""
-    url = fresh_database("clearing")
-    yield url
-    asyncio.run(drop_database(url))
+    with own_database("clearing") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
