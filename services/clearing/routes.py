@@ -19,14 +19,9 @@ from shared.clock import rfc3339
 from shared.errors import ProblemError
 from shared.faults import crash_point
 from shared.runtime import ServiceRuntime
+from shared.transaction import RouteSession as Session
 
 router = APIRouter(prefix="/internal", tags=["internal"])
-
-
-async def session_dep(request: Request) -> Any:
-    runtime: ServiceRuntime = request.app.state.runtime
-    async with runtime.session_factory() as session, session.begin():
-        yield session
 
 
 def runner_dep(request: Request) -> EodRunner:
@@ -35,7 +30,6 @@ def runner_dep(request: Request) -> EodRunner:
     return runner
 
 
-Session = Annotated[AsyncSession, Depends(session_dep)]
 Runner = Annotated[EodRunner, Depends(runner_dep)]
 
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.custody import cash, registry, repository, settlement, views
 from services.custody.schemas import (
@@ -22,15 +21,9 @@ from services.custody.schemas import (
 from services.custody.settings import CustodySettings
 from shared.errors import ProblemError
 from shared.money import format_fen
-from shared.runtime import ServiceRuntime
+from shared.transaction import RouteSession as Session
 
 router = APIRouter(prefix="/internal", tags=["internal"])
-
-
-async def session_dep(request: Request) -> Any:
-    runtime: ServiceRuntime = request.app.state.runtime
-    async with runtime.session_factory() as session, session.begin():
-        yield session
 
 
 def settings_dep(request: Request) -> CustodySettings:
@@ -39,7 +32,6 @@ def settings_dep(request: Request) -> CustodySettings:
     return settings
 
 
-Session = Annotated[AsyncSession, Depends(session_dep)]
 Settings = Annotated[CustodySettings, Depends(settings_dep)]
 PartnerId = Annotated[str | None, Query(max_length=64)]
 
