@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from services.custody import settlement
-from services.custody.routes import Session, Settings
+from services.custody.routes import Settings
 from services.custody.schemas import NettedBatchRequest
 from shared.money import format_fen
+from shared.transaction import RouteSession as Session
 
 router = APIRouter(prefix="/internal/clearing", tags=["internal"])
 
