@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from shared.driver import DriverTransaction, Tx
+
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -62,9 +64,11 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
 _TRANSACTION_INFO = "shared.db.transaction_info"
 
 
-def transaction_info(session: AsyncSession) -> dict[str, Any]:
+def transaction_info(session: Tx) -> dict[str, Any]:
     """A dict the session keeps for its current transaction only: what a transaction has
     done or holds (rows it locked, its driver connection) is forgotten with it."""
+    if isinstance(session, DriverTransaction):
+        return session.info
     transaction = session.sync_session.get_transaction()
     kept = session.info.get(_TRANSACTION_INFO)
     if kept is None or kept[0] is not transaction:

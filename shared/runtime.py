@@ -4,7 +4,7 @@ connection, the outbox relay and the inbox consumers; and how it tells it is rea
 import asyncio
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.config import CommonSettings
 from shared.contracts import system_queues
-from shared.db import check_identifier, make_engine, make_session_factory
+from shared.db import asyncpg_dsn, check_identifier, make_engine, make_session_factory
+from shared.driver import DriverPool
 from shared.messaging.broker import Broker
+from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import (
     BatchBegin,
     BatchEnd,
@@ -43,6 +45,10 @@ class ConsumerSpec:
     batch_handler: BatchHandler | None = None
     #: Wait this long after a batch's first delivery before applying it (DeliveryBatcher).
     linger_seconds: float = 0.0
+    #: Apply batches on plain asyncpg transactions (``shared.driver``), except a batch
+    #: holding a message for which ``needs_session`` is true (its handling uses the ORM).
+    driver: bool = False
+    needs_session: Callable[[Envelope], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,9 @@ class ServiceRuntime:
         self.broker: Broker
         self._relay: OutboxRelay | None = None
         self._consumers: list[InboxConsumer | ConsumerGroup] = []
+        #: Plain asyncpg transactions (``shared.driver``) for the hot consumers and
+        #: components; its connections open on first use.
+        self.driver: DriverPool
         self._consumers_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -158,6 +167,11 @@ class ServiceRuntime:
                 interval_seconds=settings.outbox_prune_interval_seconds,
             )
             self._pruner.start()
+        self.driver = DriverPool(
+            asyncpg_dsn(settings.database_url),
+            max_connections=settings.db_pool_size,
+            application_name=f"{self.name}-driver",
+        )
         consumers = {
             spec.name: InboxConsumer(
                 name=f"{self.name}.{spec.name}",
@@ -170,6 +184,8 @@ class ServiceRuntime:
                 batch_end=spec.batch_end,
                 batch_handler=spec.batch_handler,
                 linger_seconds=spec.linger_seconds,
+                driver=self.driver if spec.driver else None,
+                needs_session=spec.needs_session,
             )
             for spec in self._consumer_specs
         }
@@ -198,6 +214,7 @@ class ServiceRuntime:
             await self._pruner.stop()
         if self._relay is not None:
             await self._relay.stop()
+        await self.driver.close()
         await self.broker.close()
         await self.engine.dispose()
         log.info("service stopped")

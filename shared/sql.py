@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import transaction_info
+from shared.driver import DriverTransaction, Tx
 
 #: ``:name``, not the second colon of a ``::type`` cast.
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -42,19 +42,19 @@ class Statement:
             raise KeyError(f"statement parameters missing: {missing}")
         return [params[n] for n in self.names]
 
-    async def fetch(self, session: AsyncSession, **params: Any) -> Sequence[asyncpg.Record]:
+    async def fetch(self, session: Tx, **params: Any) -> Sequence[asyncpg.Record]:
         conn = await driver_connection(session)
         rows: Sequence[asyncpg.Record] = await conn.fetch(self.sql, *self.arguments(params))
         return rows
 
-    async def execute(self, session: AsyncSession, **params: Any) -> None:
+    async def execute(self, session: Tx, **params: Any) -> None:
         conn = await driver_connection(session)
         await conn.execute(self.sql, *self.arguments(params))
 
 
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session's transaction, the database transaction
-    begun if it was not yet.
+async def driver_connection(session: Tx) -> asyncpg.Connection:
+    """The asyncpg connection under the transaction: a driver transaction's own, or the
+    one under a session's transaction, the database transaction begun if it was not yet.
 
     SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself; a
     statement sent to the driver before that would run in autocommit, outside the
@@ -62,6 +62,8 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     execution path does (SQLAlchemy is pinned in uv.lock; tests/shared/test_sql.py fails
     if this stops holding).
     """
+    if isinstance(session, DriverTransaction):
+        return session.connection
     cached: asyncpg.Connection | None = transaction_info(session).get(_DRIVER)
     if cached is not None:
         return cached

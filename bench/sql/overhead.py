@@ -5,7 +5,8 @@
 Runs the same parameterised statement (an int and a 40-element text array, like the
 consumers' batch statements) in one transaction: through ``AsyncSession.execute`` and
 through ``shared.sql.Statement`` (the session's asyncpg connection); and a transaction of
-one statement, begun and committed through the session. CPU is this process's (user +
+one statement, begun and committed through the session, or on a driver transaction
+(``shared.driver``, what the hot consumers use). CPU is this process's (user +
 system, from getrusage), so the figure does not depend on how busy the machine is; both
 over TCP on loopback and, when the directory exists, PostgreSQL's Unix socket.
 """
@@ -17,7 +18,8 @@ import resource
 
 from sqlalchemy import text
 
-from shared.db import make_engine, make_session_factory
+from shared.db import asyncpg_dsn, make_engine, make_session_factory
+from shared.driver import DriverPool
 from shared.sql import Statement
 
 BASE = os.environ.get("EXCHANGE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -32,6 +34,7 @@ def cpu_seconds() -> float:
 async def measure(url: str, n: int) -> dict[str, float]:
     engine = make_engine(url, pool_size=2)
     factory = make_session_factory(engine)
+    pool = DriverPool(asyncpg_dsn(url), max_connections=2, application_name="bench-sql")
     orm = text("SELECT CAST(:i AS int), CAST(:a AS text[])")
     raw = Statement("SELECT CAST(:i AS int), CAST(:a AS text[])")
     array = [f"o_{i:022d}" for i in range(40)]
@@ -54,7 +57,16 @@ async def measure(url: str, n: int) -> dict[str, float]:
             async with factory() as session, session.begin():
                 await raw.fetch(session, i=i, a=array)
         out["transaction of one Statement"] = (cpu_seconds() - start) / (n // 5)
+        for i in range(50):
+            async with pool.transaction() as tx:
+                await raw.fetch(tx, i=i, a=array)
+        start = cpu_seconds()
+        for i in range(n // 5):
+            async with pool.transaction() as tx:
+                await raw.fetch(tx, i=i, a=array)
+        out["driver transaction of one Statement"] = (cpu_seconds() - start) / (n // 5)
     finally:
+        await pool.close()
         await engine.dispose()
     return out
 

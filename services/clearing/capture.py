@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.contracts import BOOK_EVENTS, system_queues
+from shared.driver import Tx, orm_session
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.messaging.envelope import Envelope
 from shared.messaging.inbox import BatchHandler, Handler
@@ -300,17 +301,17 @@ async def _capture_trades(
 
 
 def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
-    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+    async def handle(tx: Tx, envelope: Envelope) -> None:
         if envelope.type != BOOK_EVENTS:
             return
-        await apply_book_events(session, envelope, schedule)
+        await apply_book_events(orm_session(tx), envelope, schedule)
 
     return handle
 
 
 def batch_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> BatchHandler:
-    async def handle(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
-        await capture_batch(session, envelopes, schedule)
+    async def handle(tx: Tx, envelopes: Sequence[Envelope]) -> None:
+        await capture_batch(orm_session(tx), envelopes, schedule)
 
     return handle
 

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.custody import ledger, messages, registry
 from services.custody.domain.products import STATES
 from services.custody.domain.reservations import Side, apply_fill, required_hold
 from services.custody.domain.settlement import AccountKey, Delta
 from shared.clock import utc_now
+from shared.driver import Tx
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.sql import Statement
 
@@ -84,7 +83,7 @@ _RESERVATIONS = Statement(
 
 
 async def apply_book_messages(
-    session: AsyncSession,
+    session: Tx,
     batch: Sequence[BookMessage],
     schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
 ) -> None:
@@ -112,7 +111,7 @@ async def apply_book_messages(
     await _write(session, state)
 
 
-async def _load_reservations(session: AsyncSession, ids: set[str]) -> dict[str, _Reservation]:
+async def _load_reservations(session: Tx, ids: set[str]) -> dict[str, _Reservation]:
     if not ids:
         return {}
     rows = await _RESERVATIONS.fetch(session, ids=sorted(ids))
@@ -128,14 +127,14 @@ _SETTLED_DATES = Statement(
 )
 
 
-async def _known_trades(session: AsyncSession, ids: set[str]) -> set[str]:
+async def _known_trades(session: Tx, ids: set[str]) -> set[str]:
     if not ids:
         return set()
     rows = await _KNOWN_TRADES.fetch(session, t=sorted(ids))
     return {r[0] for r in rows}
 
 
-async def _settled_dates(session: AsyncSession, dates: set[date]) -> set[date]:
+async def _settled_dates(session: Tx, dates: set[date]) -> set[date]:
     if not dates:
         return set()
     rows = await _SETTLED_DATES.fetch(session, d=sorted(dates))
@@ -143,7 +142,7 @@ async def _settled_dates(session: AsyncSession, dates: set[date]) -> set[date]:
 
 
 async def _apply(
-    session: AsyncSession,
+    session: Tx,
     state: _Batch,
     instrument: str,
     event: dict[str, Any],
@@ -290,7 +289,7 @@ _INSERT_TRADES = Statement(
 )
 
 
-async def _write(session: AsyncSession, state: _Batch) -> None:
+async def _write(session: Tx, state: _Batch) -> None:
     """One statement per kind of change, accounts in ascending id order."""
     keys = [k for k in state.deltas if isinstance(k, tuple)]
     ids = await ledger.ensure_accounts(session, keys) if keys else {}
@@ -362,9 +361,7 @@ _LOCK_BOOK_ACCOUNTS = Statement(
 )
 
 
-async def lock_accounts_of_book_events(
-    session: AsyncSession, payloads: list[dict[str, Any]]
-) -> None:
+async def lock_accounts_of_book_events(session: Tx, payloads: list[dict[str, Any]]) -> None:
     """Lock every account a batch of book events may move (the cash and units accounts
     of the members whose orders they name, and the fee account if any trade), in id order."""
     order_ids: set[str] = set()

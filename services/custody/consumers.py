@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.custody import book_events, ledger, messages, orders
 from services.custody.settings import CustodySettings
 from shared.contracts import (
@@ -26,6 +24,7 @@ from shared.contracts import (
     OrderSubmit,
     system_queues,
 )
+from shared.driver import Tx, orm_session
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.logging import correlation_id_var
 from shared.messaging.envelope import Envelope
@@ -35,12 +34,21 @@ from shared.runtime import ConsumerSpec, GroupSpec
 log = logging.getLogger(__name__)
 
 
+#: Commands whose handling needs the ORM session (rare: staff actions, the day's roll);
+#: everything else on custody's queues runs on plain driver transactions.
+SESSION_COMMANDS = frozenset({INSTRUMENT_CONTROL, BUSINESS_DATE_ROLLED})
+
+
+def needs_session(envelope: Envelope) -> bool:
+    return envelope.type in SESSION_COMMANDS
+
+
 def command_handler(
     settings: CustodySettings, schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE
 ) -> Handler:
     shards = settings.matching_shards
 
-    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+    async def handle(session: Tx, envelope: Envelope) -> None:
         payload: dict[str, Any] = envelope.payload
         if envelope.type == ORDER_SUBMIT:
             await orders.submit(session, cast(OrderSubmit, payload), shards, schedule)
@@ -49,9 +57,12 @@ def command_handler(
         elif envelope.type == ORDER_AMEND:
             await orders.amend(session, cast(OrderAmend, payload), shards)
         elif envelope.type == INSTRUMENT_CONTROL:
-            await orders.control(session, payload["instrument"], payload["action"], shards)
+            await orders.control(
+                orm_session(session), payload["instrument"], payload["action"], shards
+            )
         elif envelope.type == BUSINESS_DATE_ROLLED:
-            await ledger.set_business_date(session, date.fromisoformat(payload["business_date"]))
+            business_date = date.fromisoformat(payload["business_date"])
+            await ledger.set_business_date(orm_session(session), business_date)
         else:
             log.warning("ignoring an unknown command", extra={"type": envelope.type})
 
@@ -66,7 +77,7 @@ def command_batch_handler(
     one = command_handler(settings, schedule)
     shards = settings.matching_shards
 
-    async def handle(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    async def handle(session: Tx, envelopes: Sequence[Envelope]) -> None:
         run: list[tuple[OrderSubmit, str | None]] = []
         for envelope in envelopes:
             if envelope.type == ORDER_SUBMIT:
@@ -86,18 +97,18 @@ def command_batch_handler(
     return handle
 
 
-async def begin_command_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+async def begin_command_batch(session: Tx, envelopes: Sequence[Envelope]) -> None:
     """Lock the batch's accounts in id order; collect its commands to shards."""
     submits = [cast(OrderSubmit, e.payload) for e in envelopes if e.type == ORDER_SUBMIT]
     await orders.lock_accounts_of_submits(session, submits)
     messages.defer_shard_commands(session)
 
 
-async def end_command_batch(session: AsyncSession) -> None:
+async def end_command_batch(session: Tx) -> None:
     await messages.write_deferred_shard_commands(session)
 
 
-async def lock_book_batch(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+async def lock_book_batch(session: Tx, envelopes: Sequence[Envelope]) -> None:
     payloads = [e.payload for e in envelopes if e.type == BOOK_EVENTS]
     await book_events.lock_accounts_of_book_events(session, payloads)
 
@@ -106,7 +117,7 @@ def book_batch_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> BatchHan
     """The fresh messages of a delivery batch, applied together (one statement per kind of
     change); book commands never reach this queue, and anything else is not ours."""
 
-    async def handle(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    async def handle(session: Tx, envelopes: Sequence[Envelope]) -> None:
         batch = [
             (e.payload["instrument"], e.payload["events"])
             for e in envelopes
@@ -122,7 +133,7 @@ def book_handler(schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE) -> Handler:
     """One message alone (the same code as a batch of one)."""
     apply_batch = book_batch_handler(schedule)
 
-    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+    async def handle(session: Tx, envelope: Envelope) -> None:
         await apply_batch(session, [envelope])
 
     return handle
@@ -138,6 +149,8 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
             batch_begin=begin_command_batch,
             batch_end=end_command_batch,
             batch_handler=command_batch_handler(settings),
+            driver=True,
+            needs_session=needs_session,
         ),
         ConsumerSpec(
             "book",
@@ -145,6 +158,7 @@ def consumer_specs(settings: CustodySettings) -> list[ConsumerSpec]:
             book_handler(),
             batch_begin=lock_book_batch,
             batch_handler=book_batch_handler(),
+            driver=True,
         ),
     ]
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.custody.domain.journal import PostingLine, entry_hash, unbalanced_assets
 from services.custody.domain.settlement import AccountKey, Delta
 from shared.clock import utc_now
+from shared.driver import Tx
 from shared.ids import new_id
 from shared.sql import Statement
 
@@ -83,9 +84,7 @@ _ACCOUNT_IDS = Statement(
 )
 
 
-async def ensure_accounts(
-    session: AsyncSession, keys: Iterable[AccountKey]
-) -> dict[AccountKey, int]:
+async def ensure_accounts(session: Tx, keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
     """The ids of accounts (created empty when missing)."""
     wanted = sorted(set(keys))
     if not wanted:
@@ -143,7 +142,7 @@ _APPLY_DELTAS = Statement(
 )
 
 
-async def apply_deltas(session: AsyncSession, deltas: Mapping[int, Delta]) -> None:
+async def apply_deltas(session: Tx, deltas: Mapping[int, Delta]) -> None:
     """Add deltas to accounts in one statement (the caller holds their locks, or accepts the
     CHECK constraints as the guard)."""
     items = sorted(
@@ -384,7 +383,7 @@ _REFRESH_HOLDER_COUNTS = Statement(
 )
 
 
-async def refresh_holder_counts(session: AsyncSession, codes: Iterable[str]) -> list[str]:
+async def refresh_holder_counts(session: Tx, codes: Iterable[str]) -> list[str]:
     """Recount the holders of products; returns the codes whose count changed."""
     wanted = sorted(set(codes))
     if not wanted:

@@ -3,13 +3,13 @@ instrument and withdrawal updates for the gateway. Always in the caller's transa
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.custody import views
-from services.custody.repository import get_product
 from shared.contracts import (
     BOOK_COMMAND,
     INSTRUMENT_UPDATED,
@@ -20,8 +20,10 @@ from shared.contracts import (
     shard_of,
     shard_routing_key,
 )
+from shared.driver import Tx
 from shared.logging import correlation_id_var
 from shared.messaging.outbox import Draft, Outbox
+from shared.sql import Statement
 
 OUTBOX = Outbox("custody", producer="custody")
 
@@ -34,14 +36,14 @@ def shard_stream(shard: int) -> str:
 _DEFERRED = "custody.deferred_shard_commands"
 
 
-def defer_shard_commands(session: AsyncSession) -> None:
+def defer_shard_commands(session: Tx) -> None:
     """From now on in this transaction, commands to shards are collected and written by
     ``write_deferred_shard_commands`` (one outbox statement per shard for a whole batch
     of orders, in the order they were decided, each with its own correlation id)."""
     session.info[_DEFERRED] = {}
 
 
-async def write_deferred_shard_commands(session: AsyncSession) -> None:
+async def write_deferred_shard_commands(session: Tx) -> None:
     deferred = session.info.pop(_DEFERRED, None)
     if not isinstance(deferred, dict):
         return
@@ -49,7 +51,7 @@ async def write_deferred_shard_commands(session: AsyncSession) -> None:
         await OUTBOX.add(session, deferred[shard], stream=shard_stream(shard))
 
 
-async def to_shard(session: AsyncSession, command: BookCommand, shards: int) -> None:
+async def to_shard(session: Tx, command: BookCommand, shards: int) -> None:
     shard = shard_of(command["instrument"], shards)
     payload: dict[str, Any] = dict(command)
     draft = Draft(
@@ -63,7 +65,7 @@ async def to_shard(session: AsyncSession, command: BookCommand, shards: int) -> 
 
 
 async def order_rejected(
-    session: AsyncSession, order_id: str, member_id: str, instrument: str, reason: str
+    session: Tx, order_id: str, member_id: str, instrument: str, reason: str
 ) -> None:
     payload = OrderRejected(
         order_id=order_id, member_id=member_id, instrument=instrument, reason=reason
@@ -71,12 +73,17 @@ async def order_rejected(
     await OUTBOX.add(session, [Draft(ORDER_REJECTED, ORDER_REJECTED, dict(payload))])
 
 
-async def instrument_updated(session: AsyncSession, codes: list[str]) -> None:
-    drafts = []
-    for code in sorted(set(codes)):
-        product = await get_product(session, code)
-        if product is not None:
-            drafts.append(Draft(INSTRUMENT_UPDATED, INSTRUMENT_UPDATED, views.instrument(product)))
+_PRODUCTS = Statement(
+    "SELECT * FROM custody.products WHERE code = ANY(CAST(:codes AS text[])) ORDER BY code"
+)
+
+
+async def instrument_updated(session: Tx, codes: list[str]) -> None:
+    rows = await _PRODUCTS.fetch(session, codes=sorted(set(codes)))
+    drafts = [
+        Draft(INSTRUMENT_UPDATED, INSTRUMENT_UPDATED, views.instrument(SimpleNamespace(**row)))
+        for row in rows
+    ]
     await OUTBOX.add(session, drafts)
 
 

@@ -23,6 +23,7 @@ from services.custody.domain.reservations import required_hold
 from shared.clock import utc_now
 from shared.contracts import BookCommand, OrderAmend, OrderCancel, OrderSubmit
 from shared.db import transaction_info
+from shared.driver import Tx
 from shared.fees import DEFAULT_FEE_SCHEDULE, FeeSchedule
 from shared.logging import correlation_id_var
 from shared.sql import Statement
@@ -141,7 +142,7 @@ class _Decision:
 
 
 async def submit(
-    session: AsyncSession,
+    session: Tx,
     order: OrderSubmit,
     shards: int,
     schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
@@ -153,7 +154,7 @@ async def submit(
 
 
 async def submit_many(
-    session: AsyncSession,
+    session: Tx,
     batch: Sequence[tuple[OrderSubmit, str | None]],
     shards: int,
     schedule: FeeSchedule = DEFAULT_FEE_SCHEDULE,
@@ -253,7 +254,7 @@ def key_of(order: OrderSubmit) -> tuple[str, str]:
     return order["member_id"], order["instrument"]
 
 
-async def _write_reservations(session: AsyncSession, accepted: list[_Decision]) -> None:
+async def _write_reservations(session: Tx, accepted: list[_Decision]) -> None:
     if not accepted:
         return
     holds: dict[int, int] = {}
@@ -277,7 +278,7 @@ async def _write_reservations(session: AsyncSession, accepted: list[_Decision]) 
     )
 
 
-async def _forward_or_reject(session: AsyncSession, decision: _Decision, shards: int) -> None:
+async def _forward_or_reject(session: Tx, decision: _Decision, shards: int) -> None:
     order = decision.order
     if decision.reason == "":
         return
@@ -302,7 +303,7 @@ async def _forward_or_reject(session: AsyncSession, decision: _Decision, shards:
     )
 
 
-async def cancel(session: AsyncSession, command: OrderCancel, shards: int) -> None:
+async def cancel(session: Tx, command: OrderCancel, shards: int) -> None:
     await messages.to_shard(
         session,
         BookCommand(
@@ -312,7 +313,7 @@ async def cancel(session: AsyncSession, command: OrderCancel, shards: int) -> No
     )
 
 
-async def amend(session: AsyncSession, command: OrderAmend, shards: int) -> None:
+async def amend(session: Tx, command: OrderAmend, shards: int) -> None:
     await messages.to_shard(
         session,
         BookCommand(
@@ -362,7 +363,7 @@ _LOCK_SUBMIT_ACCOUNTS = Statement(
 )
 
 
-async def lock_accounts_of_submits(session: AsyncSession, submits: Sequence[OrderSubmit]) -> None:
+async def lock_accounts_of_submits(session: Tx, submits: Sequence[OrderSubmit]) -> None:
     """Lock the accounts a batch of ``order.submit`` will hold from, in id order."""
     keys = sorted(
         {(o["member_id"], "CNY" if o["side"] == "BUY" else o["instrument"]) for o in submits}

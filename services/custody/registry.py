@@ -22,9 +22,11 @@ from services.custody.schemas import AllocationRequest, InstrumentCreate, Member
 from services.custody.settings import CustodySettings
 from shared.clock import utc_now
 from shared.contracts import BookCommand
+from shared.driver import Tx
 from shared.errors import ProblemError
 from shared.ids import new_id
 from shared.money import MAX_UNITS, MoneyError, parse_fen
+from shared.sql import Statement
 
 
 def unknown_member(member_id: str) -> ProblemError:
@@ -306,18 +308,15 @@ async def allocate(session: AsyncSession, code: str, body: AllocationRequest) ->
     }
 
 
-async def set_state(session: AsyncSession, code: str, state: str) -> bool:
+_SET_STATE = Statement(
+    """
+    UPDATE custody.products SET state = :s, updated_at = now()
+    WHERE code = :c AND state <> 'delisted' AND state <> :s
+    RETURNING code
+    """
+)
+
+
+async def set_state(session: Tx, code: str, state: str) -> bool:
     """Change a product's state; a delisting is final. True when it changed."""
-    row = (
-        await session.execute(
-            text(
-                """
-                UPDATE custody.products SET state = :s, updated_at = now()
-                WHERE code = :c AND state <> 'delisted' AND state <> :s
-                RETURNING code
-                """
-            ),
-            {"c": code, "s": state},
-        )
-    ).first()
-    return row is not None
+    return bool(await _SET_STATE.fetch(session, c=code, s=state))

@@ -15,8 +15,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import repositories as repo
 from services.gateway import webhooks as hooks
@@ -32,6 +30,7 @@ from shared.contracts import (
     SETTLEMENT_COMPLETED,
     WITHDRAWAL_UPDATED,
 )
+from shared.driver import Tx, after_commit, orm_session
 from shared.fees import trade_fee_fen
 from shared.messaging.envelope import Envelope
 from shared.money import format_fen
@@ -158,6 +157,24 @@ def _trade_ids(envelope: Envelope) -> set[str]:
     }
 
 
+#: Book events whose handling writes through the ORM (rare: a lost cancel race, a book's
+#: state, the day's roll); every other book event runs on the driver.
+_SESSION_BOOK_EVENTS = frozenset({"CancelRejected", "BookStateChanged", "DayRolled"})
+
+
+def needs_session(envelope: Envelope) -> bool:
+    """Whether the view updater's handling of the message needs the ORM session: anything
+    but book events and rejections, and book events of the rare kinds above."""
+    if envelope.type == ORDER_REJECTED:
+        return False
+    if envelope.type != BOOK_EVENTS:
+        return True
+    return any(
+        isinstance(ev, dict) and ev.get("type") in _SESSION_BOOK_EVENTS
+        for ev in envelope.payload.get("events", ())
+    )
+
+
 class ViewUpdater:
     """Applies each message in memory over rows loaded once per batch (``begin``) and
     writes the batch's changes back in a few statements (``end``): the same effects, in
@@ -174,7 +191,7 @@ class ViewUpdater:
         self._on_instrument = on_instrument
         self._notify_channel = notify_channel
 
-    async def begin(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    async def begin(self, session: Tx, envelopes: Sequence[Envelope]) -> None:
         """Load every order and trade the batch's messages name, in two statements."""
         batch = _Batch()
         session.info[_BATCH] = batch
@@ -186,7 +203,7 @@ class ViewUpdater:
         await self._load_rows(session, batch, ids)
         await self._load_trades(session, batch, trade_ids)
 
-    async def end(self, session: AsyncSession) -> None:
+    async def end(self, session: Tx) -> None:
         """Write back the batch's changed orders, new trades, callbacks and pushes."""
         batch = session.info.pop(_BATCH, None)
         if not isinstance(batch, _Batch):
@@ -202,7 +219,7 @@ class ViewUpdater:
         if self._notify_channel is not None:
             await self._notify(session, pushes.drain())
 
-    async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
+    async def handle(self, session: Tx, envelope: Envelope) -> None:
         own = not isinstance(session.info.get(_BATCH), _Batch)
         if own:  # called outside a batch: a batch of one
             await self.begin(session, [envelope])
@@ -219,10 +236,11 @@ class ViewUpdater:
                 else payload
             )
             if isinstance(data, dict) and isinstance(data.get("code"), str):
-                await repo.upsert_instrument(session, data)
+                await repo.upsert_instrument(orm_session(session), data)
                 self._on_instrument(data["code"])
         elif envelope.type == BUSINESS_DATE_ROLLED:
-            await repo.set_business_date(session, str(payload["business_date"]), only_forward=True)
+            business_date = str(payload["business_date"])
+            await repo.set_business_date(orm_session(session), business_date, only_forward=True)
             self._on_instrument("")
         elif envelope.type == WITHDRAWAL_UPDATED:
             await self._withdrawal(session, payload)
@@ -233,7 +251,7 @@ class ViewUpdater:
         if own:
             await self.end(session)
 
-    async def _notify(self, session: AsyncSession, messages: list[dict[str, Any]]) -> None:
+    async def _notify(self, session: Tx, messages: list[dict[str, Any]]) -> None:
         """Hand the pushes to every gateway instance; PostgreSQL delivers them on commit."""
         payloads = []
         for message in messages:
@@ -247,7 +265,7 @@ class ViewUpdater:
         if payloads:
             await _NOTIFY.execute(session, channel=self._notify_channel, payloads=payloads)
 
-    def _pushes(self, session: AsyncSession) -> PendingPushes:
+    def _pushes(self, session: Tx) -> PendingPushes:
         pushes = session.info.get(_PUSHES)
         if isinstance(pushes, PendingPushes):
             return pushes
@@ -256,20 +274,20 @@ class ViewUpdater:
         loop = asyncio.get_running_loop()
         on_commit = self._on_commit
 
-        def after_commit(_: object) -> None:
+        def committed() -> None:
             loop.call_soon(on_commit, pushes)
 
-        sa_event.listen(session.sync_session, "after_commit", after_commit, once=True)
+        after_commit(session, committed)
         return pushes
 
     @staticmethod
-    def _batch(session: AsyncSession) -> _Batch:
+    def _batch(session: Tx) -> _Batch:
         batch = session.info.get(_BATCH)
         assert isinstance(batch, _Batch), "a message handled outside begin/end"
         return batch
 
     @staticmethod
-    async def _load_rows(session: AsyncSession, batch: _Batch, order_ids: set[str]) -> None:
+    async def _load_rows(session: Tx, batch: _Batch, order_ids: set[str]) -> None:
         wanted = order_ids - batch.rows.keys() - batch.absent
         if not wanted:
             return
@@ -278,7 +296,7 @@ class ViewUpdater:
         batch.absent |= wanted - batch.rows.keys()
 
     @staticmethod
-    async def _load_trades(session: AsyncSession, batch: _Batch, trade_ids: set[str]) -> None:
+    async def _load_trades(session: Tx, batch: _Batch, trade_ids: set[str]) -> None:
         wanted = trade_ids - batch.checked_trades
         if not wanted:
             return
@@ -286,14 +304,14 @@ class ViewUpdater:
         batch.trade_keys |= {(r["trade_id"], r["order_id"]) for r in rows}
         batch.checked_trades |= wanted
 
-    async def _load(self, session: AsyncSession, order_ids: set[str]) -> _Orders:
+    async def _load(self, session: Tx, order_ids: set[str]) -> _Orders:
         batch = self._batch(session)
         await self._load_rows(session, batch, order_ids)
         return _Orders(batch.rows)
 
     async def _save(
         self,
-        session: AsyncSession,
+        session: Tx,
         loaded: _Orders,
         envelope: Envelope,
         pushes: PendingPushes,
@@ -311,20 +329,22 @@ class ViewUpdater:
             events.append((order["partner_id"], "order.updated", resource))
         batch.events.extend(events)
 
-    async def _withdrawal(self, session: AsyncSession, payload: dict[str, Any]) -> None:
+    async def _withdrawal(self, session: Tx, payload: dict[str, Any]) -> None:
         data = {k: v for k, v in payload.items() if k != "partner_id"}
         partner_id = payload.get("partner_id") or await repo.partner_of_member(
-            session, str(payload["member_id"])
+            orm_session(session), str(payload["member_id"])
         )
         if partner_id is None:
             log.warning("withdrawal of an unknown member", extra={"member_id": data["member_id"]})
             return
         self._batch(session).events.append((str(partner_id), "withdrawal.updated", data))
 
-    async def _settlement(self, session: AsyncSession, payload: dict[str, Any]) -> None:
+    async def _settlement(self, session: Tx, payload: dict[str, Any]) -> None:
         """One ``settlement.completed`` per partner, with its own members' results only."""
         members = [m for m in payload.get("members", []) if isinstance(m, dict)]
-        owners = await repo.partners_of_members(session, {str(m["member_id"]) for m in members})
+        owners = await repo.partners_of_members(
+            orm_session(session), {str(m["member_id"]) for m in members}
+        )
         per_partner: dict[str, list[dict[str, Any]]] = {}
         for m in members:
             partner_id = owners.get(str(m["member_id"]))
@@ -343,9 +363,7 @@ class ViewUpdater:
             for partner_id, own in sorted(per_partner.items())
         )
 
-    async def _rejected(
-        self, session: AsyncSession, envelope: Envelope, pushes: PendingPushes
-    ) -> None:
+    async def _rejected(self, session: Tx, envelope: Envelope, pushes: PendingPushes) -> None:
         order_id = str(envelope.payload.get("order_id"))
         loaded = await self._load(session, {order_id})
         order = loaded.get(order_id)
@@ -355,7 +373,7 @@ class ViewUpdater:
             order["reject_reason"] = str(envelope.payload.get("reason") or "REJECTED")
         await self._save(session, loaded, envelope, pushes, [])
 
-    async def _book(self, session: AsyncSession, envelope: Envelope, pushes: PendingPushes) -> None:
+    async def _book(self, session: Tx, envelope: Envelope, pushes: PendingPushes) -> None:
         instrument = str(envelope.payload.get("instrument"))
         events = [e for e in envelope.payload.get("events", []) if isinstance(e, dict)]
         ids: set[str] = set()
@@ -408,14 +426,17 @@ class ViewUpdater:
             elif kind == "CancelRejected":
                 if order is not None and order["status"] not in repo.FINAL_STATUSES:
                     # The book refused the cancel (a race it lost): a new cancel may be sent.
-                    await repo.update_order(session, order["order_id"], cancel_requested_at=None)
+                    await repo.update_order(
+                        orm_session(session), order["order_id"], cancel_requested_at=None
+                    )
             elif kind == "BookStateChanged":
                 state = str(ev.get("state", "")).lower()
                 if state in BOOK_STATES:
-                    await repo.set_instrument_state(session, instrument, state)
+                    await repo.set_instrument_state(orm_session(session), instrument, state)
                     self._on_instrument(instrument)
             elif kind == "DayRolled":
-                await repo.set_business_date(session, str(ev["business_date"]), only_forward=True)
+                business_date = str(ev["business_date"])
+                await repo.set_business_date(orm_session(session), business_date, only_forward=True)
                 self._on_instrument("")
         await self._save(session, loaded, envelope, pushes, callbacks)
         if book_moved:
@@ -423,7 +444,7 @@ class ViewUpdater:
 
     async def _trade(
         self,
-        session: AsyncSession,
+        session: Tx,
         instrument: str,
         ev: dict[str, Any],
         envelope: Envelope,

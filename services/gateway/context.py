@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.gateway import repositories as repo
 from services.gateway.auth import Authenticator
 from services.gateway.clients import Downstream
-from services.gateway.consumers import ViewUpdater
+from services.gateway.consumers import ViewUpdater, needs_session
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.order_writes import OrderWrites
 from services.gateway.orders import OrderService
@@ -52,6 +52,8 @@ class Gateway:
                     max_batch=500,
                     batch_begin=updater.begin,
                     batch_end=updater.end,
+                    driver=True,
+                    needs_session=needs_session,
                 )
             ],
         )

@@ -17,12 +17,14 @@ from services.gateway.models import (
     members,
     orders,
     partners,
+    sql_type,
     staff_tokens,
     trades,
     webhook_deliveries,
     webhooks,
 )
 from shared.clock import utc_now
+from shared.driver import Tx
 from shared.sql import Statement
 
 _CURSOR_VALUE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
@@ -241,7 +243,7 @@ _ORDERS_BY_IDS = Statement(
 )
 
 
-async def get_orders_by_ids(session: AsyncSession, order_ids: set[str]) -> list[dict[str, Any]]:
+async def get_orders_by_ids(session: Tx, order_ids: set[str]) -> list[dict[str, Any]]:
     """Orders by id, as dicts by column, with one statement text whatever their number (an
     expanding IN is compiled, and prepared by PostgreSQL, anew for every count of ids); on
     the driver (``shared.sql``): the view updater runs it for every message batch."""
@@ -376,9 +378,7 @@ _WEBHOOKS_OF = Statement(
 )
 
 
-async def webhooks_of(
-    session: AsyncSession, partner_ids: set[str]
-) -> dict[str, list[tuple[str, list[str]]]]:
+async def webhooks_of(session: Tx, partner_ids: set[str]) -> dict[str, list[tuple[str, list[str]]]]:
     """The webhooks of these partners, by partner, as (webhook_id, events): one statement
     for a whole batch of the view updater, on the driver (it runs on every batch)."""
     found: dict[str, list[tuple[str, list[str]]]] = {}
@@ -387,10 +387,30 @@ async def webhooks_of(
     return found
 
 
-async def insert_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+_DELIVERY_COLUMNS = (
+    "event_id",
+    "webhook_id",
+    "partner_id",
+    "event_type",
+    "body",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+_INSERT_DELIVERIES = Statement(
+    f"""
+    INSERT INTO gateway.webhook_deliveries ({", ".join(_DELIVERY_COLUMNS)})
+    SELECT * FROM unnest({
+        ", ".join(f"CAST(:{c} AS {sql_type(webhook_deliveries, c)}[])" for c in _DELIVERY_COLUMNS)
+    })
+    ON CONFLICT (event_id) DO NOTHING
+    """
+)
+
+
+async def insert_deliveries(session: Tx, rows: list[dict[str, Any]]) -> None:
+    """One statement for a batch's callbacks, on the driver (the view updater's path)."""
     if rows:
-        await session.execute(
-            pg_insert(webhook_deliveries)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[webhook_deliveries.c.event_id])
+        await _INSERT_DELIVERIES.execute(
+            session, **{c: [row[c] for row in rows] for c in _DELIVERY_COLUMNS}
         )

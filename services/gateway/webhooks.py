@@ -26,6 +26,7 @@ from services.gateway.models import partners, webhook_deliveries, webhooks
 from services.gateway.secrets_box import SecretBox
 from services.gateway.settings import GatewaySettings
 from shared.clock import rfc3339, utc_now
+from shared.driver import Tx
 from shared.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ BATCH = 50
 Event = tuple[str, str, dict[str, Any]]  # (partner_id, event type, data)
 
 
-async def enqueue(session: AsyncSession, events: Sequence[Event]) -> int:
+async def enqueue(session: Tx, events: Sequence[Event]) -> int:
     """Queue each event for every webhook of its partner subscribed to its type."""
     if not events:
         return 0

@@ -11,13 +11,15 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.db import check_identifier
+from shared.db import check_identifier, unit_of_work
+from shared.driver import DriverPool, Tx
 from shared.faults import crash_point
 from shared.logging import correlation_id_var
 from shared.messaging.batching import DeliveryBatcher
@@ -34,14 +36,14 @@ from shared.sql import Statement
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+Handler = Callable[[Tx, Envelope], Awaitable[None]]
 #: Optional hooks around a batch's handlers, in its transaction: ``begin`` sees every
 #: envelope of the batch first (to load what they touch in one statement), ``end`` runs
 #: after the last handler (to write back what they changed in one statement).
-BatchBegin = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
-BatchEnd = Callable[[AsyncSession], Awaitable[None]]
+BatchBegin = Callable[[Tx, Sequence[Envelope]], Awaitable[None]]
+BatchEnd = Callable[[Tx], Awaitable[None]]
 #: Optional: applies every new envelope of a delivery batch at once (set-based), in order.
-BatchHandler = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
+BatchHandler = Callable[[Tx, Sequence[Envelope]], Awaitable[None]]
 #: One AMQP message and the envelopes it carried (one, or a bundle).
 Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
@@ -59,7 +61,7 @@ class Inbox:
     def __init__(self, schema: str, consumer: str) -> None:
         self.schema = check_identifier(schema)
         self.consumer = consumer
-        self._record = text(
+        self._record = Statement(
             f"""
             INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
             VALUES (:consumer, :message_id, :stream, :sequence)
@@ -67,7 +69,7 @@ class Inbox:
             RETURNING 1
             """
         )
-        self._position = text(
+        self._position = Statement(
             f"""
             INSERT INTO {self.schema}.inbox_stream AS s (consumer, stream, contiguous_upto, highest_seen)
             VALUES (:consumer, :stream, CASE WHEN :sequence = 1 THEN 1 ELSE 0 END, :sequence)
@@ -117,45 +119,41 @@ class Inbox:
             SELECT NULL, stream, contiguous_upto, highest_seen FROM reached
             """
         )
-        self._advance_many = text(
+        self._advance_many = Statement(
             f"""
             UPDATE {self.schema}.inbox_stream s SET contiguous_upto = u.upto
             FROM unnest(CAST(:streams AS text[]), CAST(:uptos AS bigint[])) AS u(stream, upto)
             WHERE s.consumer = :consumer AND s.stream = u.stream
             """
         )
-        self._next_recorded = text(
+        self._next_recorded = Statement(
             f"""
             SELECT 1 FROM {self.schema}.inbox
             WHERE consumer = :consumer AND stream = :stream AND sequence = :sequence
             """
         )
-        self._advance = text(
+        self._advance = Statement(
             f"""
             UPDATE {self.schema}.inbox_stream SET contiguous_upto = :upto
             WHERE consumer = :consumer AND stream = :stream
             """
         )
 
-    async def record(self, session: AsyncSession, envelope: Envelope) -> bool:
+    async def record(self, session: Tx, envelope: Envelope) -> bool:
         """Record the message; False when it was applied before (a redelivery)."""
-        fresh = (
-            await session.execute(
-                self._record,
-                {
-                    "consumer": self.consumer,
-                    "message_id": envelope.message_id,
-                    "stream": envelope.stream,
-                    "sequence": envelope.sequence,
-                },
-            )
-        ).first()
-        if fresh is None:
+        fresh = await self._record.fetch(
+            session,
+            consumer=self.consumer,
+            message_id=envelope.message_id,
+            stream=envelope.stream,
+            sequence=envelope.sequence,
+        )
+        if not fresh:
             return False
         await self._track(session, envelope.stream, envelope.sequence)
         return True
 
-    async def record_many(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> list[bool]:
+    async def record_many(self, session: Tx, envelopes: Sequence[Envelope]) -> list[bool]:
         """Record a batch's messages and their streams' positions in one statement (more
         only to close a gap); for each envelope, in order, False when it was applied before
         (a redelivery, or an earlier copy in the same batch). Same records as ``record``
@@ -195,7 +193,7 @@ class Inbox:
 
     async def _close_gaps(
         self,
-        session: AsyncSession,
+        session: Tx,
         by_stream: dict[str, set[int]],
         reached: list[tuple[str, int, int]],
     ) -> None:
@@ -210,45 +208,36 @@ class Inbox:
                     upto += 1
                     continue
                 # A gap in this batch: a message recorded earlier may close part of it.
-                recorded = (
-                    await session.execute(
-                        self._next_recorded,
-                        {"consumer": self.consumer, "stream": stream, "sequence": upto + 1},
-                    )
-                ).first()
-                if recorded is None:
+                recorded = await self._next_recorded.fetch(
+                    session, consumer=self.consumer, stream=stream, sequence=upto + 1
+                )
+                if not recorded:
                     break
                 upto += 1
             if upto != contiguous:
                 advanced[stream] = upto
         if advanced:
-            await session.execute(
-                self._advance_many,
-                {
-                    "consumer": self.consumer,
-                    "streams": list(advanced),
-                    "uptos": list(advanced.values()),
-                },
+            await self._advance_many.execute(
+                session,
+                consumer=self.consumer,
+                streams=list(advanced),
+                uptos=list(advanced.values()),
             )
 
-    async def _track(self, session: AsyncSession, stream: str, sequence: int) -> None:
-        params = {"consumer": self.consumer, "stream": stream, "sequence": sequence}
-        contiguous, highest = (await session.execute(self._position, params)).one()
+    async def _track(self, session: Tx, stream: str, sequence: int) -> None:
+        ((contiguous, highest),) = await self._position.fetch(
+            session, consumer=self.consumer, stream=stream, sequence=sequence
+        )
         if highest <= contiguous:
             return
         # A gap is open; a late message may have just closed part of it.
         upto = contiguous
-        while (
-            await session.execute(
-                self._next_recorded,
-                {"consumer": self.consumer, "stream": stream, "sequence": upto + 1},
-            )
-        ).first() is not None:
+        while await self._next_recorded.fetch(
+            session, consumer=self.consumer, stream=stream, sequence=upto + 1
+        ):
             upto += 1
         if upto != contiguous:
-            await session.execute(
-                self._advance, {"consumer": self.consumer, "stream": stream, "upto": upto}
-            )
+            await self._advance.execute(session, consumer=self.consumer, stream=stream, upto=upto)
 
     async def gaps(self, session: AsyncSession) -> list[StreamGap]:
         """Streams with messages missing below the highest sequence seen."""
@@ -282,6 +271,10 @@ class InboxConsumer:
 
     Messages already buffered are applied together in one transaction (fast under load);
     if that batch fails, each is retried alone so one bad message cannot hold up the rest.
+
+    Given a ``driver`` pool, a batch runs on a plain asyncpg transaction (``shared.driver``)
+    unless ``needs_session`` says one of its messages needs SQLAlchemy's session (its
+    handling uses the ORM); the rest need only ``shared.sql`` statements.
     """
 
     def __init__(
@@ -297,6 +290,8 @@ class InboxConsumer:
         batch_end: BatchEnd | None = None,
         batch_handler: BatchHandler | None = None,
         linger_seconds: float = 0.0,
+        driver: DriverPool | None = None,
+        needs_session: Callable[[Envelope], bool] | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
@@ -306,6 +301,8 @@ class InboxConsumer:
         self._batch_begin = batch_begin
         self._batch_end = batch_end
         self._batch_handler = batch_handler
+        self._driver = driver
+        self._needs_session = needs_session
         self._batcher = DeliveryBatcher(
             self._process, max_batch=max_batch, name=name, linger_seconds=linger_seconds
         )
@@ -375,8 +372,8 @@ class InboxConsumer:
 
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
-        async with self._session_factory() as session, session.begin():
-            everything = [e for _, envelopes in groups for e in envelopes]
+        everything = [e for _, envelopes in groups for e in envelopes]
+        async with self._transaction(everything) as session:
             if self._batch_begin is not None:
                 await self._batch_begin(session, everything)
             flags = await self.inbox.record_many(session, everything)
@@ -405,6 +402,14 @@ class InboxConsumer:
         MESSAGES_CONSUMED.labels(self.name).inc(applied)
         if duplicates:
             MESSAGES_DUPLICATE.labels(self.name).inc(duplicates)
+
+    def _transaction(self, envelopes: Sequence[Envelope]) -> AbstractAsyncContextManager[Tx]:
+        """A driver transaction when the consumer has one and no envelope needs a session;
+        a session's transaction otherwise."""
+        needs = self._needs_session
+        if self._driver is not None and (needs is None or not any(map(needs, envelopes))):
+            return self._driver.transaction()
+        return unit_of_work(self._session_factory)
 
     async def _fail(self, message: AbstractIncomingMessage) -> None:
         MESSAGES_FAILED.labels(self.name).inc()

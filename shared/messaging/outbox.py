@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import asyncpg_dsn, check_identifier
+from shared.driver import Tx
 from shared.faults import crash_point
 from shared.ids import uuid7
 from shared.logging import correlation_id_var
@@ -138,7 +138,7 @@ class Outbox:
         )
 
     async def add(
-        self, session: AsyncSession, drafts: Sequence[Draft], *, stream: str | None = None
+        self, session: Tx, drafts: Sequence[Draft], *, stream: str | None = None
     ) -> list[Envelope]:
         """Write messages to the outbox in the session's transaction.
 

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.db import asyncpg_dsn, make_session_factory
+from shared.driver import DriverPool
 from shared.ids import uuid7
 from shared.logging import correlation_id_var
 from shared.messaging.broker import Broker, OutgoingMessage
@@ -31,7 +32,9 @@ from tests.support.broker_admin import queue_depth
 from tests.support.msgtest import (
     QUEUE,
     SCHEMA,
+    TRANSACTION_KINDS,
     create_schema,
+    driver_pool,
     effect_counts,
     publish_all,
     record_effect,
@@ -65,14 +68,16 @@ async def write_outbox(engine: AsyncEngine, count: int, **payload: object) -> li
         )
 
 
-def run_harness(mode: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+def run_harness(
+    mode: str, crash_at: str | None = None, kind: str = "session"
+) -> subprocess.Popen[bytes]:
     extra = {"EXCHANGE_DELIVERY_LIMIT": str(DELIVERY_LIMIT)}
     if crash_at:
         extra["EXCHANGE_CRASH_AT"] = crash_at
     log_path = Path(tempfile.gettempdir()) / f"harness-{env.RUN_TAG}-{mode}.log"
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, str(HARNESS), mode],
+            [sys.executable, str(HARNESS), mode, kind],
             env=env.service_env(**extra),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -97,13 +102,29 @@ async def published_positions(engine: AsyncEngine) -> dict[str, int]:
         return {r.stream: r.upto for r in rows}
 
 
-async def start_consumer(engine: AsyncEngine, broker: Broker) -> InboxConsumer:
+_POOLS: list[DriverPool] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_driver_pools() -> AsyncIterator[None]:
+    yield
+    while _POOLS:
+        await _POOLS.pop().close()
+
+
+async def start_consumer(
+    engine: AsyncEngine, broker: Broker, kind: str = "session"
+) -> InboxConsumer:
+    pool = driver_pool(engine.url.render_as_string(hide_password=False), kind)
+    if pool is not None:
+        _POOLS.append(pool)
     consumer = InboxConsumer(
         name="harness",
         queue=QUEUE,
         schema=SCHEMA,
         session_factory=make_session_factory(engine),
         handler=record_effect,
+        driver=pool,
     )
     await consumer.start(broker)
     return consumer
@@ -234,20 +255,21 @@ async def test_relay_killed_mid_batch_still_delivers_each_effect_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", TRANSACTION_KINDS)
 async def test_consumer_killed_after_commit_before_ack_applies_once(
-    msg_engine: AsyncEngine, broker: Broker
+    msg_engine: AsyncEngine, broker: Broker, kind: str
 ) -> None:
     envelopes = await write_outbox(msg_engine, 10)
     assert await publish_all(broker) == [10, 0]
 
-    crashed = run_harness("consume", crash_at="consumer_after_commit")
+    crashed = run_harness("consume", crash_at="consumer_after_commit", kind=kind)
     assert await wait_exit(crashed) == -signal.SIGKILL
     applied_by_crashed = await effect_counts(msg_engine)
     assert applied_by_crashed, "the consumer died after committing at least one effect"
     # Nothing was acknowledged: the broker still holds the bundle for the next consumer.
     assert await queue_depth(broker.topology.queue_name(QUEUE)) == 1
 
-    survivor = run_harness("consume")
+    survivor = run_harness("consume", kind=kind)
     try:
 
         async def drained() -> bool:
@@ -268,8 +290,9 @@ def duplicates_seen(consumer: str) -> float:
     return value or 0.0
 
 
+@pytest.mark.parametrize("kind", TRANSACTION_KINDS)
 async def test_redelivered_and_duplicated_messages_change_nothing(
-    msg_engine: AsyncEngine, broker: Broker
+    msg_engine: AsyncEngine, broker: Broker, kind: str
 ) -> None:
     envelope = Envelope(
         message_id=str(uuid7()),
@@ -282,7 +305,7 @@ async def test_redelivered_and_duplicated_messages_change_nothing(
     message = OutgoingMessage.from_envelope("msgtest.dup", envelope)
     duplicates_before = duplicates_seen("harness")
     await broker.publish([message, message, message])
-    consumer = await start_consumer(msg_engine, broker)
+    consumer = await start_consumer(msg_engine, broker, kind)
     try:
 
         async def all_three_handled() -> bool:
@@ -295,13 +318,14 @@ async def test_redelivered_and_duplicated_messages_change_nothing(
         await consumer.stop()
 
 
+@pytest.mark.parametrize("kind", TRANSACTION_KINDS)
 async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
-    msg_engine: AsyncEngine, broker: Broker
+    msg_engine: AsyncEngine, broker: Broker, kind: str
 ) -> None:
     poison = (await write_outbox(msg_engine, 1, poison=True))[0]
     healthy = await write_outbox(msg_engine, 5)
     assert await publish_all(broker) == [6, 0]
-    consumer = await start_consumer(msg_engine, broker)
+    consumer = await start_consumer(msg_engine, broker, kind)
     dlq = broker.topology.dead_letter_queue_name(QUEUE)
     try:
 

@@ -2,6 +2,7 @@
 
     python tests/support/harness.py relay      # publish the msgtest outbox until it is empty
     python tests/support/harness.py consume    # apply msgtest messages until killed
+    python tests/support/harness.py consume driver   # the same on driver transactions
 
 Configuration comes from the EXCHANGE_* environment (see tests/support/env.py);
 EXCHANGE_CRASH_AT names the crash point at which the process kills itself.
@@ -19,10 +20,10 @@ from shared.messaging.broker import Broker
 from shared.messaging.inbox import InboxConsumer
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.topology import Topology
-from tests.support.msgtest import QUEUE, SCHEMA, record_effect
+from tests.support.msgtest import QUEUE, SCHEMA, driver_pool, record_effect
 
 
-async def main(mode: str) -> None:
+async def main(mode: str, kind: str) -> None:
     settings = CommonSettings()
     engine = make_engine(settings.database_url, pool_size=2)
     topology = Topology(settings.broker_prefix, settings.delivery_limit)
@@ -44,6 +45,7 @@ async def main(mode: str) -> None:
             schema=SCHEMA,
             session_factory=make_session_factory(engine),
             handler=record_effect,
+            driver=driver_pool(settings.database_url, kind),
         )
         await consumer.start(broker)
         print("consuming", flush=True)
@@ -53,4 +55,4 @@ async def main(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "session"))

@@ -7,13 +7,16 @@ import aio_pika
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db import asyncpg_dsn
+from shared.driver import DriverPool, Tx
 from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.schema import create_messaging_tables, track_outbox_positions
 from shared.messaging.topology import QueueSpec, Topology
+from shared.sql import Statement
 from tests.support import env
 
 SCHEMA = "msgtest"
@@ -106,17 +109,30 @@ class PoisonError(RuntimeError):
     pass
 
 
-async def record_effect(session: AsyncSession, envelope: Envelope) -> None:
-    """The handler under test: one row per applied message; 'poison' messages always fail."""
+_RECORD_EFFECT = Statement(
+    f"INSERT INTO {SCHEMA}.effects (message_id, type, payload) "
+    "VALUES (CAST(:m AS uuid), :t, CAST(:p AS jsonb))"
+)
+
+
+async def record_effect(session: Tx, envelope: Envelope) -> None:
+    """The handler under test: one row per applied message; 'poison' messages always fail.
+    It runs in a session's transaction or a driver transaction alike."""
     if envelope.payload.get("poison"):
         raise PoisonError(f"message {envelope.message_id} always fails")
-    await session.execute(
-        text(
-            f"INSERT INTO {SCHEMA}.effects (message_id, type, payload) "
-            "VALUES (:m, :t, CAST(:p AS jsonb))"
-        ),
-        {"m": envelope.message_id, "t": envelope.type, "p": envelope.encode().decode()},
+    await _RECORD_EFFECT.execute(
+        session, m=envelope.message_id, t=envelope.type, p=envelope.encode().decode()
     )
+
+
+#: How a test consumer runs its transactions: on SQLAlchemy sessions, or on the driver.
+TRANSACTION_KINDS = ("session", "driver")
+
+
+def driver_pool(database_url: str, kind: str) -> DriverPool | None:
+    if kind == "session":
+        return None
+    return DriverPool(asyncpg_dsn(database_url), max_connections=2, application_name="msgtest")
 
 
 async def effect_counts(engine: AsyncEngine) -> dict[str, int]:
