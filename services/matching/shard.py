@@ -20,13 +20,13 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matching import store
 from services.matching.domain import IMPLEMENTATION as BOOK_BUILD
 from services.matching.engine import BookOutput, ShardEngine
 from shared.clock import rfc3339, utc_now
 from shared.contracts import BOOK_EVENTS, book_routing_key, book_stream
+from shared.driver import Tx
 from shared.faults import crash_point
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.envelope import Envelope, EnvelopeError
@@ -118,7 +118,7 @@ class ShardWorker:
         self.engine = engine
         self._stale = False
 
-    async def _replay(self, session: AsyncSession, engine: ShardEngine, upto: int) -> None:
+    async def _replay(self, session: Tx, engine: ShardEngine, upto: int) -> None:
         produced: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         count = 0
         async for entry in store.read_journal(session, self.shard, engine.head, upto):
@@ -137,7 +137,7 @@ class ShardWorker:
             )
 
     async def _verify(
-        self, session: AsyncSession, produced: dict[str, list[tuple[int, dict[str, Any]]]]
+        self, session: Tx, produced: dict[str, list[tuple[int, dict[str, Any]]]]
     ) -> None:
         for code, items in produced.items():
             stored = await store.published_payloads(session, code, items[0][0] - 1, items[-1][0])
@@ -151,7 +151,7 @@ class ShardWorker:
         async with self._lock, self.runtime.session_factory() as session:
             await self._sync(session)
 
-    async def _sync(self, session: AsyncSession) -> None:
+    async def _sync(self, session: Tx) -> None:
         head = await store.journal_head(session, self.shard)
         if self._stale or head < self.engine.head:
             engine = await store.load_snapshot(session, self.shard, head)
@@ -192,7 +192,7 @@ class ShardWorker:
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         runtime = self.runtime
-        async with runtime.session_factory() as session, session.begin():
+        async with runtime.driver.transaction() as session:
             await self._sync(session)
             known = await store.known_message_ids(session, [e.message_id for e in envelopes])
             entries: list[store.JournalEntry] = []

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matching.engine import ShardEngine
 from shared.contracts import book_stream
+from shared.driver import Tx
 from shared.sql import Statement
 
 
@@ -36,11 +37,11 @@ _APPEND = Statement(
     "CAST(:executed AS text[]), CAST(:commands AS bytea[])) "
     "AS v(seq, message_id, executed_at, command)"
 )
-_READ = text(
+_READ = Statement(
     "SELECT seq, message_id::text, executed_at, command FROM matching.journal "
     "WHERE shard = :shard AND seq > :after AND seq <= :upto ORDER BY seq LIMIT :limit"
 )
-_LATEST_SNAPSHOT = text(
+_LATEST_SNAPSHOT = Statement(
     "SELECT head, books_hash, state FROM matching.snapshots "
     "WHERE shard = :shard AND head <= :upto ORDER BY head DESC LIMIT 1"
 )
@@ -53,22 +54,22 @@ _PRUNE_SNAPSHOTS = text(
     "  SELECT min(head) FROM (SELECT head FROM matching.snapshots WHERE shard = :shard"
     "  ORDER BY head DESC LIMIT :keep) AS kept)"
 )
-_PUBLISHED = text(
+_PUBLISHED = Statement(
     "SELECT sequence, body FROM matching.outbox WHERE stream = :stream "
     "AND sequence > :after AND sequence <= :upto ORDER BY sequence"
 )
 
 
-async def journal_head(session: AsyncSession, shard: int) -> int:
+async def journal_head(session: Tx, shard: int) -> int:
     return int((await _HEAD.fetch(session, shard=shard))[0][0])
 
 
-async def known_message_ids(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:
+async def known_message_ids(session: Tx, message_ids: Sequence[str]) -> set[str]:
     rows = await _KNOWN.fetch(session, ids=list(message_ids))
     return {r[0] for r in rows}
 
 
-async def append(session: AsyncSession, shard: int, entries: Sequence[JournalEntry]) -> None:
+async def append(session: Tx, shard: int, entries: Sequence[JournalEntry]) -> None:
     await _APPEND.execute(
         session,
         shard=shard,
@@ -80,14 +81,10 @@ async def append(session: AsyncSession, shard: int, entries: Sequence[JournalEnt
 
 
 async def read_journal(
-    session: AsyncSession, shard: int, after: int, upto: int, chunk: int = 5000
+    session: Tx, shard: int, after: int, upto: int, chunk: int = 5000
 ) -> AsyncIterator[JournalEntry]:
     while after < upto:
-        rows = (
-            await session.execute(
-                _READ, {"shard": shard, "after": after, "upto": upto, "limit": chunk}
-            )
-        ).all()
+        rows = await _READ.fetch(session, shard=shard, after=after, upto=upto, limit=chunk)
         if not rows:
             return
         for seq, message_id, executed_at, command in rows:
@@ -99,12 +96,12 @@ class SnapshotCorrupt(RuntimeError):
     pass
 
 
-async def load_snapshot(session: AsyncSession, shard: int, upto: int) -> ShardEngine:
+async def load_snapshot(session: Tx, shard: int, upto: int) -> ShardEngine:
     """The newest snapshot at or before `upto`, checked against its recorded hash."""
-    row = (await session.execute(_LATEST_SNAPSHOT, {"shard": shard, "upto": upto})).first()
-    if row is None:
+    rows = await _LATEST_SNAPSHOT.fetch(session, shard=shard, upto=upto)
+    if not rows:
         return ShardEngine(shard)
-    head, books_hash, state = row
+    head, books_hash, state = rows[0]
     engine = ShardEngine.restore(orjson.loads(state))
     if engine.head != head or engine.books_hash() != books_hash:
         raise SnapshotCorrupt(f"snapshot of shard {shard} at {head} does not match its hash")
@@ -151,9 +148,7 @@ async def save_snapshot(session: AsyncSession, row: SnapshotRow, keep: int = 3) 
 
 
 async def published_payloads(
-    session: AsyncSession, instrument: str, after: int, upto: int
+    session: Tx, instrument: str, after: int, upto: int
 ) -> list[tuple[int, dict[str, Any]]]:
-    rows = await session.execute(
-        _PUBLISHED, {"stream": book_stream(instrument), "after": after, "upto": upto}
-    )
+    rows = await _PUBLISHED.fetch(session, stream=book_stream(instrument), after=after, upto=upto)
     return [(seq, orjson.loads(body)["payload"]) for seq, body in rows]
