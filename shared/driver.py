@@ -96,6 +96,14 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     reset would cost a round trip per transaction."""
 
 
+class PoolExhausted(Exception):
+    """Every connection of a ``DriverPool`` stayed busy while a caller waited for one."""
+
+
+#: As long as a caller waits for one of the pool's connections (the ORM pool's timeout).
+ACQUIRE_TIMEOUT_SECONDS = 10.0
+
+
 class DriverPool:
     """A small pool of plain connections, opened on first use."""
 
@@ -123,11 +131,26 @@ class DriverPool:
         return self._pool
 
     @contextlib.asynccontextmanager
+    async def acquire(
+        self, timeout: float = ACQUIRE_TIMEOUT_SECONDS
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the pool for the block; ``PoolExhausted`` when every one stays
+        busy for ``timeout`` seconds."""
+        pool = await self._get_pool()
+        try:
+            conn = await pool.acquire(timeout=timeout)
+        except TimeoutError:
+            raise PoolExhausted(f"no connection of {self._application_name} free") from None
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[DriverTransaction]:
         """Committed when the block ends normally, rolled back on any error; its
         after-commit callbacks run after the commit."""
-        pool = await self._get_pool()
-        async with pool.acquire(timeout=10) as conn:
+        async with self.acquire() as conn:
             tx = DriverTransaction(conn)
             async with conn.transaction():
                 yield tx

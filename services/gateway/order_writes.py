@@ -8,7 +8,6 @@ are inserted first (a ``client_order_id`` already taken is skipped), and only th
 actually inserted get a command, with the stream's next sequence numbers, all or nothing.
 """
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
@@ -18,6 +17,8 @@ import asyncpg
 
 from services.gateway.models import orders, sql_type
 from shared.db import asyncpg_dsn
+from shared.driver import ACQUIRE_TIMEOUT_SECONDS as DRIVER_ACQUIRE_TIMEOUT
+from shared.driver import DriverPool, PoolExhausted
 from shared.errors import overloaded
 from shared.messaging.envelope import Envelope
 from shared.messaging.outbox import placeholder_body
@@ -82,53 +83,31 @@ ORDERS_BY_CLIENT_IDS = (
 )
 
 
-#: As long as a request waits for one of the pool's connections (the ORM pool's timeout).
-ACQUIRE_TIMEOUT_SECONDS = 10.0
-
-
-async def _keep_session(_: asyncpg.Connection) -> None:
-    """Nothing to reset on release: these connections only run single statements."""
+#: As long as a request waits for one of the pool's connections (read at each request).
+ACQUIRE_TIMEOUT_SECONDS = DRIVER_ACQUIRE_TIMEOUT
 
 
 class OrderWrites:
     """A small pool of plain connections for order entry, opened on first use."""
 
     def __init__(self, database_url: str, *, max_connections: int) -> None:
-        self._dsn = asyncpg_dsn(database_url)
-        self._max = max_connections
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._opening:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=1,
-                        max_size=self._max,
-                        reset=_keep_session,
-                        server_settings={"application_name": "gateway-orders"},
-                    )
-        return self._pool
+        self._pool = DriverPool(
+            asyncpg_dsn(database_url),
+            max_connections=max_connections,
+            application_name="gateway-orders",
+        )
 
     @contextlib.asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection, or 503 when every one stays busy (overload: nothing was written)."""
-        pool = await self._get_pool()
         try:
-            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS)
-        except TimeoutError:
+            async with self._pool.acquire(ACQUIRE_TIMEOUT_SECONDS) as conn:
+                yield conn
+        except PoolExhausted:
             raise overloaded() from None
-        try:
-            yield conn
-        finally:
-            await pool.release(conn)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
 
     async def insert(
         self,
