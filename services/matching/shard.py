@@ -149,10 +149,10 @@ class ShardWorker:
     async def catch_up(self) -> None:
         """Bring a standby's books up to the journal, for reads; writes nothing."""
         async with self._lock, self.runtime.session_factory() as session:
-            await self._sync(session)
+            await self._sync(session, await store.journal_head(session, self.shard))
 
-    async def _sync(self, session: Tx) -> None:
-        head = await store.journal_head(session, self.shard)
+    async def _sync(self, session: Tx, head: int) -> None:
+        """Bring the books to the journal's ``head`` (read in the caller's transaction)."""
         if self._stale or head < self.engine.head:
             engine = await store.load_snapshot(session, self.shard, head)
             await self._replay(session, engine, head)
@@ -193,8 +193,10 @@ class ShardWorker:
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         runtime = self.runtime
         async with runtime.driver.transaction() as session:
-            await self._sync(session)
-            known = await store.known_message_ids(session, [e.message_id for e in envelopes])
+            head, known = await store.head_and_known(
+                session, self.shard, [e.message_id for e in envelopes]
+            )
+            await self._sync(session, head)
             entries: list[store.JournalEntry] = []
             drafts: dict[str, list[Draft]] = {}
             engine = self.engine

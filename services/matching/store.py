@@ -26,8 +26,12 @@ class JournalEntry:
 _HEAD = Statement(
     "SELECT coalesce(max(seq), 0) FROM matching.journal WHERE shard = CAST(:shard AS integer)"
 )
-_KNOWN = Statement(
-    "SELECT message_id::text FROM matching.journal WHERE message_id = ANY(CAST(:ids AS uuid[]))"
+#: The shard's head and which of a batch's commands it has already executed, in one round.
+_HEAD_AND_KNOWN = Statement(
+    "SELECT (SELECT coalesce(max(seq), 0) FROM matching.journal "
+    "WHERE shard = CAST(:shard AS integer)), "
+    "ARRAY(SELECT message_id::text FROM matching.journal "
+    "WHERE message_id = ANY(CAST(:ids AS uuid[])))"
 )
 #: A batch's entries in one statement (one row per command was one round of the driver each).
 _APPEND = Statement(
@@ -64,9 +68,12 @@ async def journal_head(session: Tx, shard: int) -> int:
     return int((await _HEAD.fetch(session, shard=shard))[0][0])
 
 
-async def known_message_ids(session: Tx, message_ids: Sequence[str]) -> set[str]:
-    rows = await _KNOWN.fetch(session, ids=list(message_ids))
-    return {r[0] for r in rows}
+async def head_and_known(
+    session: Tx, shard: int, message_ids: Sequence[str]
+) -> tuple[int, set[str]]:
+    """The journal's head of ``shard`` and those of ``message_ids`` already in the journal."""
+    head, known = (await _HEAD_AND_KNOWN.fetch(session, shard=shard, ids=list(message_ids)))[0]
+    return int(head), set(known)
 
 
 async def append(session: Tx, shard: int, entries: Sequence[JournalEntry]) -> None:
