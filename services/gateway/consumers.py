@@ -56,34 +56,37 @@ _WRITTEN = (
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 NOTIFY_LIMIT = 7900
 
-#: A batch's changed orders written back in one statement (one UPDATE per row would cost a
-#: round of the driver and the server each).
-_WRITE_ORDERS = Statement(
-    "UPDATE gateway.orders o SET {sets} FROM unnest({arrays}) AS v({names}) "
-    "WHERE o.order_id = v.order_id".format(
-        sets=", ".join(f"{n} = v.{n}" for n in _WRITTEN if n != "order_id"),
-        arrays=", ".join(f"CAST(:{n} AS {sql_type(orders, n)}[])" for n in _WRITTEN),
-        names=", ".join(_WRITTEN),
-    )
-)
 _TRADE_COLUMNS = tuple(c.name for c in trades.columns if c.name != "id")
-#: New trades in the order given (their ids are the trade feed's order).
-_INSERT_TRADES = Statement(
-    "INSERT INTO gateway.trades ({names}) SELECT {names} FROM unnest({arrays}) "
-    "WITH ORDINALITY AS t({names}, n) ORDER BY t.n "
-    "ON CONFLICT (trade_id, order_id) DO NOTHING".format(
-        names=", ".join(_TRADE_COLUMNS),
-        arrays=", ".join(f"CAST(:{n} AS {sql_type(trades, n)}[])" for n in _TRADE_COLUMNS),
+#: A batch's whole write in one statement (one round of the driver and the server): its
+#: new trades in the order given (their ids are the trade feed's order), its changed
+#: orders, and its pushes, which PostgreSQL sends to every gateway instance on commit.
+#: Any part may be empty.
+_WRITE_BATCH = Statement(
+    "WITH new_trades AS ("
+    "INSERT INTO gateway.trades ({trade_names}) SELECT {trade_names} FROM unnest({trade_arrays}) "
+    "WITH ORDINALITY AS t({trade_names}, n) ORDER BY t.n "
+    "ON CONFLICT (trade_id, order_id) DO NOTHING), "
+    "written AS (UPDATE gateway.orders o SET {sets} FROM unnest({order_arrays}) "
+    "AS v({order_names}) WHERE o.order_id = v.order_id) "
+    "SELECT pg_notify(CAST(:channel AS text), p) FROM unnest(CAST(:payloads AS text[])) AS p".format(
+        trade_names=", ".join(_TRADE_COLUMNS),
+        trade_arrays=", ".join(
+            f"CAST(:trade_{n} AS {sql_type(trades, n)}[])" for n in _TRADE_COLUMNS
+        ),
+        sets=", ".join(f"{n} = v.{n}" for n in _WRITTEN if n != "order_id"),
+        order_arrays=", ".join(f"CAST(:order_{n} AS {sql_type(orders, n)}[])" for n in _WRITTEN),
+        order_names=", ".join(_WRITTEN),
     )
 )
 _TRADE_KEYS = Statement(
     "SELECT trade_id, order_id FROM gateway.trades WHERE trade_id = ANY(CAST(:ids AS text[]))"
 )
-_NOTIFY = Statement("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
-def _columns(rows: Sequence[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
-    return {name: [row[name] for row in rows] for name in names}
+def _columns(
+    rows: Sequence[dict[str, Any]], names: Iterable[str], prefix: str = ""
+) -> dict[str, list[Any]]:
+    return {prefix + name: [row[name] for row in rows] for name in names}
 
 
 def _side(value: object) -> str:
@@ -209,15 +212,19 @@ class ViewUpdater:
         if not isinstance(batch, _Batch):
             return
         pushes = self._pushes(session)
-        if batch.new_trades:
-            await _INSERT_TRADES.execute(session, **_columns(batch.new_trades, _TRADE_COLUMNS))
-        if batch.dirty:
-            changed = [batch.rows[oid] for oid in sorted(batch.dirty)]
-            await _WRITE_ORDERS.execute(session, **_columns(changed, _WRITTEN))
         if await hooks.enqueue(session, batch.events):
             pushes.webhooks = True
-        if self._notify_channel is not None:
-            await self._notify(session, pushes.drain())
+        payloads = self._payloads(pushes.drain()) if self._notify_channel is not None else []
+        if not (batch.new_trades or batch.dirty or payloads):
+            return
+        changed = [batch.rows[oid] for oid in sorted(batch.dirty)]
+        await _WRITE_BATCH.execute(
+            session,
+            channel=self._notify_channel,
+            payloads=payloads,
+            **_columns(batch.new_trades, _TRADE_COLUMNS, prefix="trade_"),
+            **_columns(changed, _WRITTEN, prefix="order_"),
+        )
 
     async def handle(self, session: Tx, envelope: Envelope) -> None:
         own = not isinstance(session.info.get(_BATCH), _Batch)
@@ -251,8 +258,9 @@ class ViewUpdater:
         if own:
             await self.end(session)
 
-    async def _notify(self, session: Tx, messages: list[dict[str, Any]]) -> None:
-        """Hand the pushes to every gateway instance; PostgreSQL delivers them on commit."""
+    @staticmethod
+    def _payloads(messages: list[dict[str, Any]]) -> list[str]:
+        """The pushes as NOTIFY payloads (PostgreSQL delivers them on commit)."""
         payloads = []
         for message in messages:
             payload = orjson.dumps(message).decode()
@@ -262,8 +270,7 @@ class ViewUpdater:
                 log.warning(
                     "websocket push too large for NOTIFY; dropped", extra={"kind": message["k"]}
                 )
-        if payloads:
-            await _NOTIFY.execute(session, channel=self._notify_channel, payloads=payloads)
+        return payloads
 
     def _pushes(self, session: Tx) -> PendingPushes:
         pushes = session.info.get(_PUSHES)
