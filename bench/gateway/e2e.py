@@ -321,6 +321,8 @@ class Tracker:
     answered: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
     final_wall: dict[str, float] = field(default_factory=dict)
+    #: Per order, ms from the services' timestamps: →custody reserved, →book events, →view.
+    hops: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
 
     def on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -523,6 +525,7 @@ async def stages(conn: asyncpg.Connection, tracker: Tracker, ids: list[str]) -> 
         if float(row["matched"]) <= final:
             to_book.append(float(row["matched"] - row["reserved"]))
             to_view.append(final - float(row["matched"]))
+            tracker.hops[row["order_id"]] = (to_custody[-1], to_book[-1], to_view[-1])
 
     def p(samples: list[float]) -> str:
         return f"{pct(samples, 0.5):.0f}/{pct(samples, 0.99):.0f}"
@@ -531,6 +534,43 @@ async def stages(conn: asyncpg.Connection, tracker: Tracker, ids: list[str]) -> 
         f"stages p50/p99 ms: gateway commit→custody reserved {p(to_custody)}, "
         f"→book events {p(to_book)}, →view final {p(to_view)}"
     )
+
+
+def slow_seconds(tracker: Tracker, ids: list[str], limit: float = 0.1, top: int = 8) -> str:
+    """The seconds of the phase (by send time, wall clock) whose slowest order took longer
+    than ``limit`` to become final, worst first: when the tail happens, to set beside the
+    services' logs."""
+    by_second: dict[int, list[tuple[float, float, tuple[float, float, float] | None]]] = {}
+    for i in ids:
+        if i not in tracker.final:
+            continue
+        e2e = tracker.final[i] - tracker.sent[i]
+        sent_wall = tracker.final_wall[i] - e2e
+        by_second.setdefault(int(sent_wall), []).append(
+            (e2e, tracker.answered[i] - tracker.sent[i], tracker.hops.get(i))
+        )
+    slow = sorted(
+        (
+            (max(x[0] for x in v), s, v)
+            for s, v in by_second.items()
+            if max(x[0] for x in v) > limit
+        ),
+        reverse=True,
+    )
+    if not slow:
+        return f"no second with an order slower than {limit * 1000:.0f} ms"
+    parts = []
+    for worst, second, samples in slow[:top]:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(second))
+        over = sum(1 for e2e, _, _ in samples if e2e > limit)
+        ack = max(a for _, a, _ in samples)
+        hops = [h for _, _, h in samples if h is not None]
+        stalls = "/".join(f"{max((h[k] for h in hops), default=0) * 1000:.0f}" for k in range(3))
+        parts.append(
+            f"{stamp} ({over} over, max {worst * 1000:.0f} ms, 202 max {ack * 1000:.0f}, "
+            f"hops max {stalls})"
+        )
+    return f"{len(slow)} seconds with an order over {limit * 1000:.0f} ms: " + "; ".join(parts)
 
 
 # --- set-up --------------------------------------------------------------------------------
@@ -757,6 +797,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"    202:   {describe(acks)}")
                 print(f"    final: {describe(e2e)}")
                 print(f"    {await stages(listener, tracker, ids)}")
+                print(f"    {slow_seconds(tracker, ids)}")
                 print(f"    {cpu}; machine busy {busy:.0%} (all processes, both cores)")
         print(f"- final states: {tracker.statuses}; errors: {client.errors}")
     finally:
