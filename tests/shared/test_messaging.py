@@ -179,6 +179,42 @@ async def test_only_the_relay_holding_the_lock_publishes(
             await other.close()
 
 
+async def test_a_position_lost_with_the_relays_async_commit_only_republishes(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    """The relay commits its positions without waiting for the disk, so a crash of
+    PostgreSQL may lose the last ones it recorded: the messages they covered go out again,
+    and the consumer's inbox applies each once."""
+    envelopes = await write_outbox(msg_engine, 6)
+    relay = OutboxRelay(SCHEMA, broker, database_url=env.DATABASE_URL)
+    try:
+        assert await relay.publish_batch() == 6
+        async with msg_engine.connect() as conn:
+            assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 0
+        conn = await relay._connection()
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        # What a crash would undo: the recorded positions, not the producers' rows.
+        async with msg_engine.begin() as conn:
+            await conn.execute(text(f"DELETE FROM {SCHEMA}.outbox_published"))
+        assert await relay.publish_batch() == 6
+    finally:
+        await relay.close()
+    assert await queue_depth(broker.topology.queue_name(QUEUE)) == 2  # one bundle each time
+
+    consumer = await start_consumer(msg_engine, broker)
+    try:
+
+        async def drained() -> bool:
+            return await queue_depth(broker.topology.queue_name(QUEUE)) == 0 and len(
+                await effect_counts(msg_engine)
+            ) == len(envelopes)
+
+        await wait_until(drained, message="both copies consumed")
+    finally:
+        await consumer.stop()
+    assert await effect_counts(msg_engine) == {e.message_id: 1 for e in envelopes}
+
+
 async def test_a_running_relay_keeps_each_stream_in_order_with_batches_in_flight(
     msg_engine: AsyncEngine, broker: Broker
 ) -> None:
