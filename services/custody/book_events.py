@@ -100,10 +100,10 @@ async def apply_book_messages(
             if event.get("type") == "Trade":
                 trade_ids.add(event["trade_id"])
                 dates.add(date.fromisoformat(event["business_date"]))
+    reservations = await _load_reservations(session, order_ids)
+    known_trades, settled_dates = await _known_trades_and_settled_dates(session, trade_ids, dates)
     state = _Batch(
-        reservations=await _load_reservations(session, order_ids),
-        known_trades=await _known_trades(session, trade_ids),
-        settled_dates=await _settled_dates(session, dates),
+        reservations=reservations, known_trades=known_trades, settled_dates=settled_dates
     )
     for instrument, events in batch:
         for event in events:
@@ -118,27 +118,24 @@ async def _load_reservations(session: Tx, ids: set[str]) -> dict[str, _Reservati
     return {r["order_id"]: _Reservation(*r) for r in rows}
 
 
-_KNOWN_TRADES = Statement(
-    "SELECT trade_id FROM custody.trades WHERE trade_id = ANY(CAST(:t AS text[]))"
+#: Of a batch's trades, those recorded before, and of their business dates, those already
+#: settled: one round trip.
+_KNOWN_TRADES_AND_SETTLED_DATES = Statement(
+    "SELECT ARRAY(SELECT trade_id FROM custody.trades WHERE trade_id = ANY(CAST(:t AS text[]))), "
+    "ARRAY(SELECT business_date FROM custody.settlement_batches "
+    "WHERE business_date = ANY(CAST(:d AS date[])))"
 )
-_SETTLED_DATES = Statement(
-    "SELECT business_date FROM custody.settlement_batches "
-    "WHERE business_date = ANY(CAST(:d AS date[]))"
-)
 
 
-async def _known_trades(session: Tx, ids: set[str]) -> set[str]:
-    if not ids:
-        return set()
-    rows = await _KNOWN_TRADES.fetch(session, t=sorted(ids))
-    return {r[0] for r in rows}
-
-
-async def _settled_dates(session: Tx, dates: set[date]) -> set[date]:
-    if not dates:
-        return set()
-    rows = await _SETTLED_DATES.fetch(session, d=sorted(dates))
-    return {r[0] for r in rows}
+async def _known_trades_and_settled_dates(
+    session: Tx, trade_ids: set[str], dates: set[date]
+) -> tuple[set[str], set[date]]:
+    if not trade_ids and not dates:
+        return set(), set()
+    known, settled = (
+        await _KNOWN_TRADES_AND_SETTLED_DATES.fetch(session, t=sorted(trade_ids), d=sorted(dates))
+    )[0]
+    return set(known), set(settled)
 
 
 async def _apply(

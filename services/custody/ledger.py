@@ -92,14 +92,25 @@ async def ensure_accounts(session: Tx, keys: Iterable[AccountKey]) -> dict[Accou
     kinds = [k[0] for k in wanted]
     owners = [k[1] for k in wanted]
     assets = [k[2] for k in wanted]
+    # Accounts are never deleted, so ids found are final; almost always all of them are
+    # there, and the insert is skipped (a round trip, and its index probes, saved).
+    found = await _account_ids(session, kinds, owners, assets)
+    if len(found) == len(wanted):
+        return found
     await _CREATE_ACCOUNTS.execute(session, kinds=kinds, owners=owners, assets=assets)
-    # A second statement, so a fresh snapshot: it sees an account another transaction
-    # created (and committed) while this one's insert waited on it.
-    rows = await _ACCOUNT_IDS.fetch(session, kinds=kinds, owners=owners, assets=assets)
-    found = {(r["owner_kind"], r["owner_id"], r["asset"]): int(r["id"]) for r in rows}
+    # A statement after the insert, so a fresh snapshot: it sees an account another
+    # transaction created (and committed) while this one's insert waited on it.
+    found = await _account_ids(session, kinds, owners, assets)
     if len(found) != len(wanted):
         raise LedgerError("could not resolve every account")
     return found
+
+
+async def _account_ids(
+    session: Tx, kinds: list[str], owners: list[str], assets: list[str]
+) -> dict[AccountKey, int]:
+    rows = await _ACCOUNT_IDS.fetch(session, kinds=kinds, owners=owners, assets=assets)
+    return {(r["owner_kind"], r["owner_id"], r["asset"]): int(r["id"]) for r in rows}
 
 
 async def account_id(session: AsyncSession, key: AccountKey) -> int:
