@@ -549,12 +549,9 @@ def slow_seconds(tracker: Tracker, ids: list[str], limit: float = 0.1, top: int 
         by_second.setdefault(int(sent_wall), []).append(
             (e2e, tracker.answered[i] - tracker.sent[i], tracker.hops.get(i))
         )
+    worst_of = {second: max(e2e for e2e, _, _ in v) for second, v in by_second.items()}
     slow = sorted(
-        (
-            (max(x[0] for x in v), s, v)
-            for s, v in by_second.items()
-            if max(x[0] for x in v) > limit
-        ),
+        ((worst, second, by_second[second]) for second, worst in worst_of.items() if worst > limit),
         reverse=True,
     )
     if not slow:

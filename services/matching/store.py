@@ -23,13 +23,13 @@ class JournalEntry:
     command: dict[str, Any]
 
 
-_HEAD = Statement(
+_HEAD_SQL = (
     "SELECT coalesce(max(seq), 0) FROM matching.journal WHERE shard = CAST(:shard AS integer)"
 )
+_HEAD = Statement(_HEAD_SQL)
 #: The shard's head and which of a batch's commands it has already executed, in one round.
 _HEAD_AND_KNOWN = Statement(
-    "SELECT (SELECT coalesce(max(seq), 0) FROM matching.journal "
-    "WHERE shard = CAST(:shard AS integer)), "
+    f"SELECT ({_HEAD_SQL}), "
     "ARRAY(SELECT message_id::text FROM matching.journal "
     "WHERE message_id = ANY(CAST(:ids AS uuid[])))"
 )

@@ -191,8 +191,8 @@ async def test_a_position_lost_with_the_relays_async_commit_only_republishes(
         assert await relay.publish_batch() == 6
         async with msg_engine.connect() as conn:
             assert await conn.scalar(text(unpublished_count_sql(SCHEMA))) == 0
-        conn = await relay._connection()
-        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        relay_conn = await relay._connection()
+        assert await relay_conn.fetchval("SHOW synchronous_commit") == "off"
         # What a crash would undo: the recorded positions, not the producers' rows.
         async with msg_engine.begin() as conn:
             await conn.execute(text(f"DELETE FROM {SCHEMA}.outbox_published"))
