@@ -167,7 +167,14 @@ class ShardWorker:
         items: list[tuple[AbstractIncomingMessage, list[Envelope]]] = []
         for message in batch:
             try:
-                items.append((message, Envelope.decode_all(message.body, message.content_type)))
+                items.append(
+                    (
+                        message,
+                        Envelope.decode_all(
+                            message.body, message.content_type, message.content_encoding
+                        ),
+                    )
+                )
             except EnvelopeError as exc:
                 log.error("undecodable book command dead-lettered", extra={"error": str(exc)})
                 await message.reject(requeue=False)

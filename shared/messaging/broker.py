@@ -19,7 +19,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from shared.messaging.envelope import BUNDLE_CONTENT_TYPE, Envelope
+from shared.messaging.envelope import BUNDLE_CONTENT_TYPE, DEFLATE, Envelope, deflate
 from shared.messaging.topology import QueueSpec, Topology
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class OutgoingMessage:
     stream: str
     sequence: int
     content_type: str = "application/json"
+    content_encoding: str | None = None
 
     @classmethod
     def from_envelope(cls, routing_key: str, envelope: Envelope) -> "OutgoingMessage":
@@ -54,7 +55,8 @@ class OutgoingMessage:
 
 
 def bundle(messages: Sequence[OutgoingMessage], max_size: int) -> list[OutgoingMessage]:
-    """Pack runs of consecutive messages with the same routing key into bundles.
+    """Pack runs of consecutive messages with the same routing key into bundles, each sent
+    compressed (``DEFLATE``).
 
     Only consecutive messages are packed, so the order in which any queue receives them
     is the order they were given in, whatever keys the queue is bound to.
@@ -70,7 +72,7 @@ def bundle(messages: Sequence[OutgoingMessage], max_size: int) -> list[OutgoingM
             out.append(
                 OutgoingMessage(
                     routing_key=first.routing_key,
-                    body=b"[" + b",".join(m.body for m in run) + b"]",
+                    body=deflate(b"[" + b",".join(m.body for m in run) + b"]"),
                     message_id=f"bundle:{first.message_id}",
                     type="bundle",
                     correlation_id=first.correlation_id,
@@ -78,6 +80,7 @@ def bundle(messages: Sequence[OutgoingMessage], max_size: int) -> list[OutgoingM
                     stream=first.stream,
                     sequence=first.sequence,
                     content_type=BUNDLE_CONTENT_TYPE,
+                    content_encoding=DEFLATE,
                 )
             )
         run.clear()
@@ -207,6 +210,7 @@ class Broker:
                 aio_pika.Message(
                     body=m.body,
                     content_type=m.content_type,
+                    content_encoding=m.content_encoding,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=m.message_id,
                     type=m.type,

@@ -324,7 +324,14 @@ class InboxConsumer:
         groups: list[Delivery] = []
         for message in batch:
             try:
-                groups.append((message, Envelope.decode_all(message.body, message.content_type)))
+                groups.append(
+                    (
+                        message,
+                        Envelope.decode_all(
+                            message.body, message.content_type, message.content_encoding
+                        ),
+                    )
+                )
             except EnvelopeError as exc:
                 MESSAGES_REJECTED.labels(self.name).inc()
                 log.error(

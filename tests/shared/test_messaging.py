@@ -23,7 +23,7 @@ from shared.driver import DriverPool
 from shared.ids import uuid7
 from shared.logging import correlation_id_var
 from shared.messaging.broker import Broker, OutgoingMessage
-from shared.messaging.envelope import Envelope
+from shared.messaging.envelope import BUNDLE_CONTENT_TYPE, DEFLATE, Envelope
 from shared.messaging.inbox import Inbox, InboxConsumer
 from shared.messaging.outbox import Draft, Outbox, OutboxRelay, unpublished_count_sql
 from shared.messaging.schema import track_outbox_positions, untrack_outbox_positions
@@ -379,7 +379,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
         dead = await queue.get(timeout=5)
         assert dead is not None
         # The poison shared a bundle with the healthy ones; those were applied on their own.
-        carried = Envelope.decode_all(dead.body, dead.content_type)
+        carried = Envelope.decode_all(dead.body, dead.content_type, dead.content_encoding)
         assert poison.message_id in {e.message_id for e in carried}
         # The broker counted the deliveries; it gave up at the configured limit.
         deaths = (dead.headers or {}).get("x-death")
@@ -388,20 +388,35 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
         await dead.ack()
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "content_encoding"),
+    [
+        (b"not json", "application/json", None),
+        (b"not deflate data", BUNDLE_CONTENT_TYPE, DEFLATE),
+        (b"[]", BUNDLE_CONTENT_TYPE, "br"),
+    ],
+    ids=["not-json", "corrupt-deflate", "unknown-encoding"],
+)
 async def test_an_undecodable_message_goes_straight_to_the_dead_letter_queue(
-    msg_engine: AsyncEngine, broker: Broker
+    msg_engine: AsyncEngine,
+    broker: Broker,
+    body: bytes,
+    content_type: str,
+    content_encoding: str | None,
 ) -> None:
     await broker.publish(
         [
             OutgoingMessage(
                 routing_key="msgtest.garbage",
-                body=b"not json",
+                body=body,
                 message_id="x",
                 type="garbage",
                 correlation_id=None,
                 producer="test",
                 stream="garbage",
                 sequence=1,
+                content_type=content_type,
+                content_encoding=content_encoding,
             )
         ]
     )
