@@ -38,8 +38,8 @@ _DEFERRED = "custody.deferred_shard_commands"
 
 def defer_shard_commands(session: Tx) -> None:
     """From now on in this transaction, commands to shards are collected and written by
-    ``write_deferred_shard_commands`` (one outbox statement per shard for a whole batch
-    of orders, in the order they were decided, each with its own correlation id)."""
+    ``write_deferred_shard_commands`` (one outbox statement for a whole batch of orders,
+    each shard's in the order they were decided, each with its own correlation id)."""
     session.info[_DEFERRED] = {}
 
 
@@ -47,8 +47,9 @@ async def write_deferred_shard_commands(session: Tx) -> None:
     deferred = session.info.pop(_DEFERRED, None)
     if not isinstance(deferred, dict):
         return
-    for shard in sorted(deferred):
-        await OUTBOX.add(session, deferred[shard], stream=shard_stream(shard))
+    await OUTBOX.add_streams(
+        session, {shard_stream(shard): deferred[shard] for shard in sorted(deferred)}
+    )
 
 
 async def to_shard(session: Tx, command: BookCommand, shards: int) -> None:

@@ -230,8 +230,11 @@ class ShardWorker:
                     )
             if entries:
                 await store.append(session, self.shard, entries)
-            for code, book_drafts in drafts.items():
-                written = await runtime.outbox.add(session, book_drafts, stream=book_stream(code))
+            written_by_stream = await runtime.outbox.add_streams(
+                session, {book_stream(code): book_drafts for code, book_drafts in drafts.items()}
+            )
+            for code in drafts:
+                written = written_by_stream[book_stream(code)]
                 if written[-1].sequence != engine.published[code]:
                     raise ReplayDiverged(
                         f"outbox stream of {code} is at {written[-1].sequence}, "

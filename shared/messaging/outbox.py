@@ -10,7 +10,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,37 +110,46 @@ class Outbox:
     def __init__(self, schema: str, producer: str) -> None:
         self.schema = check_identifier(schema)
         self.producer = producer
-        # One statement: the stream's sequence numbers are allocated and the rows inserted
-        # together, so the stream's row is held from here to the commit and no longer across
-        # an extra round trip. Bodies are encoded with the placeholder sequence -1, replaced
-        # by the allocated one; the envelope's own "sequence" is the first such text in its
-        # JSON (it precedes the payload, and inside a JSON string the quotes are escaped).
+        # One statement for any number of streams: each stream's sequence numbers are
+        # allocated and the rows inserted together, so a stream's row is held from here to
+        # the commit and no longer across an extra round trip. The streams' rows are locked
+        # in stream order (the ORDER BY of the allocating insert), as by any other writer.
+        # Bodies are encoded with the placeholder sequence -1, replaced by the allocated
+        # one; the envelope's own "sequence" is the first such text in its JSON (it precedes
+        # the payload, and inside a JSON string the quotes are escaped). A row's sequence is
+        # its stream's base plus its place among that stream's rows (:places).
         self._write = Statement(
             f"""
-            WITH allocated AS (
+            WITH wanted AS (
+                SELECT * FROM unnest(CAST(:streams AS text[]), CAST(:counts AS bigint[]))
+                    AS w(stream, n)
+            ), allocated AS (
                 INSERT INTO {self.schema}.outbox_stream AS s (stream, last_sequence)
-                VALUES (:stream, :n)
+                SELECT stream, n FROM wanted ORDER BY stream
                 ON CONFLICT (stream) DO UPDATE
                     SET last_sequence = s.last_sequence + EXCLUDED.last_sequence
-                RETURNING last_sequence - :n AS base
+                RETURNING s.stream, s.last_sequence
+            ), bases AS (
+                SELECT stream, a.last_sequence - w.n AS base FROM allocated a JOIN wanted w USING (stream)
             )
             INSERT INTO {self.schema}.outbox
                 (message_id, stream, sequence, routing_key, message_type, correlation_id, body)
-            SELECT m.message_id, :stream, a.base + m.n, m.routing_key, m.message_type,
+            SELECT m.message_id, m.stream, b.base + m.place, m.routing_key, m.message_type,
                    m.correlation_id,
                    convert_to(
-                       regexp_replace(m.body, '"sequence":-1', '"sequence":' || (a.base + m.n)),
+                       regexp_replace(m.body, '"sequence":-1', '"sequence":' || (b.base + m.place)),
                        'UTF8'
                    )
             FROM unnest(
-                     CAST(:message_ids AS uuid[]), CAST(:routing_keys AS text[]),
+                     CAST(:message_ids AS uuid[]), CAST(:row_streams AS text[]),
+                     CAST(:places AS bigint[]), CAST(:routing_keys AS text[]),
                      CAST(:types AS text[]), CAST(:bodies AS text[]),
                      CAST(:correlation_ids AS text[])
-                 ) WITH ORDINALITY AS m(message_id, routing_key, message_type, body,
-                                        correlation_id, n),
-                 allocated a
+                 ) WITH ORDINALITY AS m(message_id, stream, place, routing_key, message_type,
+                                        body, correlation_id, n)
+                 JOIN bases b USING (stream)
             ORDER BY m.n
-            RETURNING sequence
+            RETURNING stream, sequence
             """
         )
 
@@ -151,25 +160,45 @@ class Outbox:
 
         Each gets the next sequence numbers of its stream (the producer's name by default).
         """
-        if not drafts:
-            return []
         stream_name = stream or self.producer
-        drafted = self.envelopes(drafts, stream_name)
+        return (await self.add_streams(session, {stream_name: drafts})).get(stream_name, [])
+
+    async def add_streams(
+        self, session: Tx, drafts: Mapping[str, Sequence[Draft]]
+    ) -> dict[str, list[Envelope]]:
+        """Write messages to several streams in one statement, in the session's
+        transaction: stream → its drafts, in the order they are to be numbered. Rows go
+        in that order, stream after stream as given. Returns each stream's envelopes."""
+        drafted = {
+            stream: self.envelopes(stream_drafts, stream)
+            for stream, stream_drafts in drafts.items()
+            if stream_drafts
+        }
+        if not drafted:
+            return {}
+        envelopes = [e for stream_envelopes in drafted.values() for e in stream_envelopes]
         rows = await self._write.fetch(
             session,
-            stream=stream_name,
-            n=len(drafts),
-            correlation_ids=[e.correlation_id for e in drafted],
-            message_ids=[e.message_id for e in drafted],
-            routing_keys=[d.routing_key for d in drafts],
-            types=[e.type for e in drafted],
-            bodies=[placeholder_body(e) for e in drafted],
+            streams=list(drafted),
+            counts=[len(stream_envelopes) for stream_envelopes in drafted.values()],
+            message_ids=[e.message_id for e in envelopes],
+            row_streams=[e.stream for e in envelopes],
+            places=[place for s in drafted.values() for place in range(1, len(s) + 1)],
+            routing_keys=[d.routing_key for stream in drafted for d in drafts[stream]],
+            types=[e.type for e in envelopes],
+            bodies=[placeholder_body(e) for e in envelopes],
+            correlation_ids=[e.correlation_id for e in envelopes],
         )
-        first = min(row[0] for row in rows)
-        return [
-            dataclasses.replace(envelope, sequence=first + offset)
-            for offset, envelope in enumerate(drafted)
-        ]
+        first: dict[str, int] = {}
+        for row in rows:
+            first[row[0]] = min(row[1], first.get(row[0], row[1]))
+        return {
+            stream: [
+                dataclasses.replace(envelope, sequence=first[stream] + offset)
+                for offset, envelope in enumerate(stream_envelopes)
+            ]
+            for stream, stream_envelopes in drafted.items()
+        }
 
     def envelopes(self, drafts: Sequence[Draft], stream: str) -> list[Envelope]:
         """The drafts as envelopes of a stream, their sequence still the placeholder -1

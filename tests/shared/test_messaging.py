@@ -562,6 +562,44 @@ async def test_outbox_rows_carry_their_allocated_sequence_in_body_and_column(
         assert stored.payload == {"n": envelope.payload["n"], **tricky}
 
 
+async def test_one_statement_numbers_several_streams_each_on_from_its_own_position(
+    msg_engine: AsyncEngine,
+) -> None:
+    """``add_streams`` allocates each stream's next numbers (a stream already written to
+    goes on from where it was), and stores each row with its stream's sequence in body and
+    column, in the order given."""
+    outbox = Outbox(SCHEMA, producer="msgtest")
+    before = await write_outbox(msg_engine, 2)  # the producer's own stream, now at 2
+    wanted = {
+        "msgtest.b": [Draft("msgtest.happened", "msgtest.b", {"n": i}) for i in range(3)],
+        "msgtest": [Draft("msgtest.happened", "msgtest.happened", {"n": 10})],
+        "msgtest.a": [Draft("msgtest.happened", "msgtest.a", {"n": i}) for i in range(2)],
+        "msgtest.empty": [],
+    }
+    async with make_session_factory(msg_engine)() as session, session.begin():
+        written = await outbox.add_streams(session, wanted)
+    assert {stream: [e.sequence for e in envelopes] for stream, envelopes in written.items()} == {
+        "msgtest.b": [1, 2, 3],
+        "msgtest": [3],
+        "msgtest.a": [1, 2],
+    }
+    assert [e.payload for e in written["msgtest.b"]] == [d.payload for d in wanted["msgtest.b"]]
+    async with msg_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(f"SELECT stream, sequence, routing_key, body FROM {SCHEMA}.outbox ORDER BY id")
+            )
+        ).all()
+    in_order = [*before, *written["msgtest.b"], *written["msgtest"], *written["msgtest.a"]]
+    assert [(r.stream, r.sequence) for r in rows] == [(e.stream, e.sequence) for e in in_order]
+    assert [r.routing_key for r in rows[2:]] == ["msgtest.b"] * 3 + [
+        "msgtest.happened",
+        "msgtest.a",
+        "msgtest.a",
+    ]
+    assert [Envelope.decode(bytes(r.body)) for r in rows] == in_order
+
+
 async def test_inbox_records_many_at_once_with_the_same_positions(
     msg_engine: AsyncEngine,
 ) -> None:
