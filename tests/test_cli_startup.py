@@ -25,5 +25,5 @@ def test_every_command_is_still_registered() -> None:
         text=True,
         check=True,
     ).stdout
-    for command in ("run", "db", "infra", "bank", "ledger", "eod", "recon", "demo"):
+    for command in ("run", "db", "infra", "bank", "ledger", "eod", "recon", "demo", "dlq"):
         assert command in out

@@ -1,0 +1,110 @@
+"""What the dead-letter queues hold, for staff: how many messages each has, and a look at
+them decoded (a bundle inflated into its envelopes) without taking them off the queue."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.messaging.envelope import Envelope, EnvelopeError
+from shared.messaging.topology import QueueSpec, Topology
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead-lettered AMQP message: where it died and why, and what it carried."""
+
+    message_id: str | None
+    type: str | None
+    routing_key: str | None
+    reason: str | None
+    deaths: int
+    envelopes: list[dict[str, Any]]
+    #: Why the body could not be read as envelopes (it went to the queue for that reason).
+    undecodable: str | None = None
+
+
+class NotDeclared(LookupError):
+    """The dead-letter queue does not exist (no service declared its queues yet)."""
+
+
+async def depths(url: str, topology: Topology, queues: Sequence[QueueSpec]) -> dict[str, int]:
+    """Each queue's dead-letter queue → how many messages it holds (-1: not declared)."""
+    connection = await aio_pika.connect(url, timeout=10)
+    try:
+        out: dict[str, int] = {}
+        for spec in queues:
+            name = topology.dead_letter_queue_name(spec)
+            channel = await connection.channel()  # a failed passive declare closes it
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                out[spec.name] = queue.declaration_result.message_count or 0
+            except aio_pika.exceptions.ChannelClosed:
+                out[spec.name] = -1
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return out
+    finally:
+        await connection.close()
+
+
+async def peek(url: str, topology: Topology, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+    """Up to ``limit`` messages of the queue's dead-letter queue, decoded. They are taken
+    unacknowledged and returned to the queue when the channel closes, so they stay."""
+    connection = await aio_pika.connect(url, timeout=10)
+    try:
+        channel = await connection.channel()
+        name = topology.dead_letter_queue_name(spec)
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed as exc:
+            raise NotDeclared(name) from exc
+        letters: list[DeadLetter] = []
+        while len(letters) < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            letters.append(read(message))
+        await channel.close()
+        return letters
+    finally:
+        await connection.close()
+
+
+def read(message: AbstractIncomingMessage) -> DeadLetter:
+    x_death = message.headers.get("x-death")
+    deaths = [d for d in x_death if isinstance(d, dict)] if isinstance(x_death, list) else []
+    first = deaths[0] if deaths else {}
+    keys = first.get("routing-keys")
+    envelopes: list[dict[str, Any]] = []
+    undecodable = None
+    try:
+        decoded = Envelope.decode_all(message.body, message.content_type, message.content_encoding)
+        envelopes = [
+            {
+                "message_id": e.message_id,
+                "type": e.type,
+                "stream": e.stream,
+                "sequence": e.sequence,
+                "payload": e.payload,
+            }
+            for e in decoded
+        ]
+    except EnvelopeError as exc:
+        undecodable = str(exc)
+    return DeadLetter(
+        message_id=message.message_id,
+        type=message.type,
+        routing_key=str(keys[0]) if isinstance(keys, list) and keys else message.routing_key,
+        reason=str(first["reason"]) if "reason" in first else None,
+        deaths=sum(_count(d.get("count", 1)) for d in deaths),
+        envelopes=envelopes,
+        undecodable=undecodable,
+    )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 1
