@@ -130,7 +130,8 @@ class Outbox:
                     SET last_sequence = s.last_sequence + EXCLUDED.last_sequence
                 RETURNING s.stream, s.last_sequence
             ), bases AS (
-                SELECT stream, a.last_sequence - w.n AS base FROM allocated a JOIN wanted w USING (stream)
+                SELECT stream, a.last_sequence - w.n AS base
+                FROM allocated a JOIN wanted w USING (stream)
             )
             INSERT INTO {self.schema}.outbox
                 (message_id, stream, sequence, routing_key, message_type, correlation_id, body)
