@@ -8,13 +8,13 @@ Alembic or the services' code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from banksim.cli import app as bank_simulator_app
+from exchange_cli.dead_letters import app as dlq_app
 from services.clearing.cli import eod_app, recon_app
 from services.custody.cli import app as ledger_app
 
@@ -38,9 +38,9 @@ app.add_typer(bank_app, name="bank")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(eod_app, name="eod")
 app.add_typer(recon_app, name="recon")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console(highlight=False)
-T = TypeVar("T")
 
 
 def _ensure_infra(settings: CommonSettings) -> None:
@@ -107,79 +107,6 @@ def run(
 
     on_ready = seed_demo if demo else None
     raise typer.Exit(code=run_services(settings, ready_timeout=ready_timeout, on_ready=on_ready))
-
-
-dlq_app = typer.Typer(
-    help="Dead-letter queues: what failed delivery and why.", no_args_is_help=True
-)
-app.add_typer(dlq_app, name="dlq")
-
-
-@dlq_app.command("list")
-def dlq_list() -> None:
-    """How many messages each queue's dead-letter queue holds."""
-    from rich.table import Table
-
-    from shared.contracts import system_queues
-    from shared.messaging.dead_letters import depths
-    from shared.messaging.topology import Topology
-
-    settings = _settings()
-    topology = Topology(settings.broker_prefix)
-    counts = _on_broker(
-        settings, depths(settings.amqp_url, topology, system_queues(settings.matching_shards))
-    )
-    table = Table("queue", "dead letters")
-    for name, count in counts.items():
-        table.add_row(name, "not declared" if count < 0 else str(count))
-    console.print(table)
-
-
-@dlq_app.command("show")
-def dlq_show(
-    queue: str = typer.Argument(help="The queue, as `exchange dlq list` names it."),
-    limit: int = typer.Option(10, min=1, max=1000, help="At most this many messages."),
-) -> None:
-    """The first messages of a queue's dead-letter queue, decoded (bundles inflated into
-    their envelopes), as JSON lines. They stay on the queue."""
-    import orjson
-
-    from shared.contracts import system_queues
-    from shared.messaging.dead_letters import NotDeclared, peek
-    from shared.messaging.topology import Topology
-
-    settings = _settings()
-    specs = {spec.name: spec for spec in system_queues(settings.matching_shards)}
-    if queue not in specs:
-        console.print(f"[red]no queue {queue!r}; one of: {', '.join(specs)}[/red]")
-        raise typer.Exit(code=2)
-    try:
-        letters = _on_broker(
-            settings, peek(settings.amqp_url, Topology(settings.broker_prefix), specs[queue], limit)
-        )
-    except NotDeclared as exc:
-        console.print(f"[red]{exc.args[0]} is not declared: no service has started yet[/red]")
-        raise typer.Exit(code=2) from None
-    for letter in letters:
-        typer.echo(orjson.dumps(letter, option=orjson.OPT_SORT_KEYS).decode())
-    typer.echo(f"{len(letters)} dead letter(s) shown from {queue}", err=True)
-
-
-def _on_broker(settings: CommonSettings, work: Coroutine[Any, Any, T]) -> T:
-    """Run a look at the broker; an unreachable broker is a one-line error (exit 2)."""
-    from aio_pika.exceptions import AMQPConnectionError
-
-    try:
-        return asyncio.run(work)
-    except (AMQPConnectionError, OSError) as exc:
-        console.print(f"[red]RabbitMQ unreachable at {settings.amqp_url}: {exc}[/red]")
-        raise typer.Exit(code=2) from None
-
-
-def _settings() -> CommonSettings:
-    from shared.config import CommonSettings
-
-    return CommonSettings()
 
 
 demo_app = typer.Typer(help="The demo market.", no_args_is_help=True)

@@ -108,3 +108,46 @@ def read(message: AbstractIncomingMessage) -> DeadLetter:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) else 1
+
+
+async def replay(url: str, topology: Topology, spec: QueueSpec, limit: int) -> int:
+    """Move up to ``limit`` messages from the queue's dead-letter queue back to the queue
+    itself (through the default exchange, so no other queue bound to their routing key
+    gets them again), oldest first; returns how many moved. Each is taken off the
+    dead-letter queue only once the broker has confirmed its copy: a crash in between
+    leaves it in both, and the consumer's inbox drops the second."""
+    connection = await aio_pika.connect(url, timeout=10)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        name = topology.dead_letter_queue_name(spec)
+        try:
+            dead = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed as exc:
+            raise NotDeclared(name) from exc
+        moved = 0
+        while moved < limit:
+            message = await dead.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            headers = {k: v for k, v in message.headers.items() if k != "x-delivery-count"}
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=message.body,
+                    content_type=message.content_type,
+                    content_encoding=message.content_encoding,
+                    message_id=message.message_id,
+                    type=message.type,
+                    correlation_id=message.correlation_id,
+                    headers=headers,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=topology.queue_name(spec),
+                mandatory=True,
+                timeout=10,
+            )
+            await message.ack()
+            moved += 1
+        await channel.close()
+        return moved
+    finally:
+        await connection.close()

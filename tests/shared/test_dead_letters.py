@@ -1,5 +1,6 @@
 """`exchange dlq`: staff see what a dead-letter queue holds, compressed bundles inflated
-into their envelopes, and looking leaves the messages where they are (real RabbitMQ)."""
+into their envelopes; looking leaves the messages where they are, and a replay sends them
+back to their own queue only (real RabbitMQ)."""
 
 import asyncio
 import subprocess
@@ -27,7 +28,9 @@ def exchange(namespace: str, *args: str, **extra: str) -> subprocess.CompletedPr
     )
 
 
-async def test_staff_see_a_dead_lettered_bundle_decoded_and_it_stays(broker_namespace: str) -> None:
+async def test_staff_see_a_dead_lettered_bundle_decoded_then_send_it_back(
+    broker_namespace: str,
+) -> None:
     namespace = f"{broker_namespace}.dlq"
     queues = system_queues(2)
     book = next(spec for spec in queues if spec.name == "clearing.book")
@@ -82,6 +85,28 @@ async def test_staff_see_a_dead_lettered_bundle_decoded_and_it_stays(broker_name
             assert [e["message_id"] for e in letter["envelopes"]] == ["m1", "m2", "m3"]
             assert letter["envelopes"][2]["payload"] == envelopes[2].payload
             assert await queue_depth(dead_letter_queue) == 1
+
+        # Replayed: back on its own queue only (not on the others bound to book.#), whole.
+        others = [broker.topology.queue_name(s) for s in queues if s.name != "clearing.book"]
+        before = [await queue_depth(name) for name in others]
+        replayed = await asyncio.to_thread(exchange, namespace, "replay", "clearing.book", "--yes")
+        assert replayed.returncode == 0, replayed.stderr
+        assert "1 dead letter(s) sent back" in replayed.stdout
+        assert await queue_depth(dead_letter_queue) == 0
+        assert await queue_depth(broker.topology.queue_name(book)) == 1
+        assert [await queue_depth(name) for name in others] == before
+        connection = await aio_pika.connect(env.AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(broker.topology.queue_name(book))
+            async with queue.iterator() as deliveries:
+                async for message in deliveries:
+                    back = Envelope.decode_all(
+                        message.body, message.content_type, message.content_encoding
+                    )
+                    await message.ack()
+                    break
+        assert back == envelopes
 
         undeclared = await asyncio.to_thread(exchange, f"{namespace}.none", "show", "custody.book")
         assert undeclared.returncode == 2
