@@ -224,9 +224,7 @@ async def offered_load(
 
     async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
         now = time.perf_counter()
-        for body in Envelope.decode_all(
-            incoming.body, incoming.content_type, incoming.content_encoding
-        ):
+        for body in Envelope.decode_message(incoming):
             if round_trip:
                 started = sent.pop(body.message_id, None)
                 if started is not None:

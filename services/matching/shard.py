@@ -167,14 +167,7 @@ class ShardWorker:
         items: list[tuple[AbstractIncomingMessage, list[Envelope]]] = []
         for message in batch:
             try:
-                items.append(
-                    (
-                        message,
-                        Envelope.decode_all(
-                            message.body, message.content_type, message.content_encoding
-                        ),
-                    )
-                )
+                items.append((message, Envelope.decode_message(message)))
             except EnvelopeError as exc:
                 log.error("undecodable book command dead-lettered", extra={"error": str(exc)})
                 await message.reject(requeue=False)

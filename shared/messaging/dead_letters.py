@@ -1,12 +1,13 @@
 """What the dead-letter queues hold, for staff: how many messages each has, and a look at
 them decoded (a bundle inflated into its envelopes) without taking them off the queue."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from shared.messaging.envelope import Envelope, EnvelopeError
 from shared.messaging.topology import QueueSpec, Topology
@@ -51,27 +52,38 @@ async def depths(url: str, topology: Topology, queues: Sequence[QueueSpec]) -> d
         await connection.close()
 
 
-async def peek(url: str, topology: Topology, spec: QueueSpec, limit: int) -> list[DeadLetter]:
-    """Up to ``limit`` messages of the queue's dead-letter queue, decoded. They are taken
-    unacknowledged and returned to the queue when the channel closes, so they stay."""
+@asynccontextmanager
+async def _dead_letter_queue(
+    url: str, topology: Topology, spec: QueueSpec, *, confirms: bool = False
+) -> AsyncIterator[tuple[AbstractChannel, AbstractQueue]]:
+    """A channel of a connection of its own and the queue's dead-letter queue on it
+    (``NotDeclared`` when there is none). Whatever was taken unacknowledged returns to the
+    queue when the channel closes."""
     connection = await aio_pika.connect(url, timeout=10)
     try:
-        channel = await connection.channel()
+        channel = await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
         name = topology.dead_letter_queue_name(spec)
         try:
             queue = await channel.declare_queue(name, passive=True)
         except aio_pika.exceptions.ChannelClosed as exc:
             raise NotDeclared(name) from exc
-        letters: list[DeadLetter] = []
+        yield channel, queue
+        await channel.close()
+    finally:
+        await connection.close()
+
+
+async def peek(url: str, topology: Topology, spec: QueueSpec, limit: int) -> list[DeadLetter]:
+    """Up to ``limit`` messages of the queue's dead-letter queue, decoded. They are taken
+    unacknowledged and returned to the queue when the channel closes, so they stay."""
+    letters: list[DeadLetter] = []
+    async with _dead_letter_queue(url, topology, spec) as (_, queue):
         while len(letters) < limit:
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
             letters.append(read(message))
-        await channel.close()
-        return letters
-    finally:
-        await connection.close()
+    return letters
 
 
 def read(message: AbstractIncomingMessage) -> DeadLetter:
@@ -82,7 +94,7 @@ def read(message: AbstractIncomingMessage) -> DeadLetter:
     envelopes: list[dict[str, Any]] = []
     undecodable = None
     try:
-        decoded = Envelope.decode_all(message.body, message.content_type, message.content_encoding)
+        decoded = Envelope.decode_message(message)
         envelopes = [
             {
                 "message_id": e.message_id,
@@ -116,15 +128,8 @@ async def replay(url: str, topology: Topology, spec: QueueSpec, limit: int) -> i
     gets them again), oldest first; returns how many moved. Each is taken off the
     dead-letter queue only once the broker has confirmed its copy: a crash in between
     leaves it in both, and the consumer's inbox drops the second."""
-    connection = await aio_pika.connect(url, timeout=10)
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        name = topology.dead_letter_queue_name(spec)
-        try:
-            dead = await channel.declare_queue(name, passive=True)
-        except aio_pika.exceptions.ChannelClosed as exc:
-            raise NotDeclared(name) from exc
-        moved = 0
+    moved = 0
+    async with _dead_letter_queue(url, topology, spec, confirms=True) as (channel, dead):
         while moved < limit:
             message = await dead.get(no_ack=False, fail=False)
             if message is None:
@@ -147,7 +152,4 @@ async def replay(url: str, topology: Topology, spec: QueueSpec, limit: int) -> i
             )
             await message.ack()
             moved += 1
-        await channel.close()
-        return moved
-    finally:
-        await connection.close()
+    return moved

@@ -3,7 +3,7 @@
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -18,6 +18,19 @@ DEFLATE = "deflate"
 #: A compressed body is refused past this size once inflated (our bundles are ~1 kB an
 #: envelope, at most a few hundred envelopes).
 MAX_INFLATED_BYTES = 64 * 1024 * 1024
+
+
+class AmqpBody(Protocol):
+    """What decoding needs of an AMQP message, incoming or outgoing."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def content_type(self) -> str | None: ...
+
+    @property
+    def content_encoding(self) -> str | None: ...
 
 
 class EnvelopeError(ValueError):
@@ -56,6 +69,11 @@ class Envelope:
         except orjson.JSONDecodeError as exc:
             raise EnvelopeError(f"body is not JSON: {exc}") from exc
         return cls.from_raw(raw)
+
+    @classmethod
+    def decode_message(cls, message: AmqpBody) -> list["Envelope"]:
+        """The envelopes of one AMQP message, by its content type and encoding."""
+        return cls.decode_all(message.body, message.content_type, message.content_encoding)
 
     @classmethod
     def decode_all(

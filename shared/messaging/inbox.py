@@ -324,14 +324,7 @@ class InboxConsumer:
         groups: list[Delivery] = []
         for message in batch:
             try:
-                groups.append(
-                    (
-                        message,
-                        Envelope.decode_all(
-                            message.body, message.content_type, message.content_encoding
-                        ),
-                    )
-                )
+                groups.append((message, Envelope.decode_message(message)))
             except EnvelopeError as exc:
                 MESSAGES_REJECTED.labels(self.name).inc()
                 log.error(

@@ -101,9 +101,7 @@ async def test_staff_see_a_dead_lettered_bundle_decoded_then_send_it_back(
             queue = await channel.get_queue(broker.topology.queue_name(book))
             async with queue.iterator() as deliveries:
                 async for message in deliveries:
-                    back = Envelope.decode_all(
-                        message.body, message.content_type, message.content_encoding
-                    )
+                    back = Envelope.decode_message(message)
                     await message.ack()
                     break
         assert back == envelopes

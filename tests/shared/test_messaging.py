@@ -379,7 +379,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
         dead = await queue.get(timeout=5)
         assert dead is not None
         # The poison shared a bundle with the healthy ones; those were applied on their own.
-        carried = Envelope.decode_all(dead.body, dead.content_type, dead.content_encoding)
+        carried = Envelope.decode_message(dead)
         assert poison.message_id in {e.message_id for e in carried}
         # The broker counted the deliveries; it gave up at the configured limit.
         deaths = (dead.headers or {}).get("x-death")

@@ -52,9 +52,7 @@ async def drain(prefix: str, spec: QueueSpec) -> list[Envelope]:
         channel = await connection.channel()
         queue = await channel.get_queue(Topology(prefix).queue_name(spec))
         while (message := await queue.get(fail=False, timeout=5)) is not None:
-            out.extend(
-                Envelope.decode_all(message.body, message.content_type, message.content_encoding)
-            )
+            out.extend(Envelope.decode_message(message))
             await message.ack()
     return out
 

@@ -101,9 +101,7 @@ async def take_all(broker: Broker, queue: QueueSpec = QUEUE) -> list[Envelope]:
         channel = await connection.channel()
         declared = await channel.get_queue(broker.topology.queue_name(queue))
         while (message := await declared.get(no_ack=True, fail=False)) is not None:
-            envelopes.extend(
-                Envelope.decode_all(message.body, message.content_type, message.content_encoding)
-            )
+            envelopes.extend(Envelope.decode_message(message))
     return envelopes
 
 
