@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 from prometheus_client import Counter
 
 from services.matching import store
@@ -33,12 +34,27 @@ from shared.messaging.envelope import Envelope, EnvelopeError
 from shared.messaging.outbox import Draft
 from shared.messaging.topology import QueueSpec
 from shared.runtime import ServiceRuntime
+from shared.transient import is_transient
 
 log = logging.getLogger(__name__)
 
 COMMANDS_APPLIED = Counter(
     "exchange_matching_commands_total", "Book commands applied and committed", ["shard"]
 )
+
+
+#: A delivery and the commands it carries.
+Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
+#: Commits a delivery that fails alone, for no transient reason, is tried before it is
+#: dead-lettered.
+POISON_ATTEMPTS = 3
+
+
+def _channel_open(message: AbstractIncomingMessage) -> bool:
+    try:
+        return not message.channel.is_closed
+    except ChannelInvalidStateError:
+        return False
 
 
 class ReplayDiverged(RuntimeError):
@@ -164,31 +180,79 @@ class ShardWorker:
     # ------------------------------------------------------------------ commands
 
     async def _process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
-        items: list[tuple[AbstractIncomingMessage, list[Envelope]]] = []
+        items: list[Delivery] = []
         for message in batch:
             try:
                 items.append((message, Envelope.decode_message(message)))
             except EnvelopeError as exc:
                 log.error("undecodable book command dead-lettered", extra={"error": str(exc)})
                 await message.reject(requeue=False)
+        # Deliveries of a channel that has closed are the broker's again: it redelivers
+        # them in order after any that failed before them, so none may be applied here.
+        items = [item for item in items if _channel_open(item[0])]
         if not items:
             return
         async with self._lock:
-            try:
-                await self._apply([envelope for _, envelopes in items for envelope in envelopes])
-            except Exception:
-                self._stale = True  # memory may be ahead of what committed
-                log.exception("book commands not applied; they will be redelivered")
-                await asyncio.sleep(0.2)
-                for message, _ in items:
-                    await message.nack(requeue=True)
-                return
-            crash_point("matching_after_commit")
-            for message, _ in items:
-                await message.ack()
-            self.last_active = time.monotonic()
+            await self._commit_in_order(items)
             if self._applied_since_snapshot >= self._snapshot_every:
                 self._snapshot_in_background()
+
+    async def _commit_in_order(self, items: Sequence[Delivery]) -> bool:
+        """Apply and commit the deliveries, then acknowledge them; nothing is returned to
+        the queue, so no later command can overtake them (a cancel its order).
+
+        A transient fault (the database restarting, a serialization failure) is retried
+        here until it clears. Any other failure is narrowed down by committing the
+        deliveries one at a time, in order: one that fails alone ``POISON_ATTEMPTS``
+        times is dead-lettered and the shard goes on with the next. If the channel
+        closes meanwhile (this instance lost the queue), the deliveries are dropped: the
+        broker hands them, in order, to whichever consumer is active, and this returns
+        False: nothing after them may be applied."""
+        attempt = 0
+        while True:
+            try:
+                await self._apply([envelope for _, envelopes in items for envelope in envelopes])
+                break
+            except Exception as exc:
+                self._stale = True  # memory may be ahead of what committed
+                attempt += 1
+                if not _channel_open(items[0][0]):
+                    log.warning("book commands not applied, and their channel closed")
+                    return False
+                if is_transient(exc):
+                    log.warning(
+                        "book commands not applied; retrying",
+                        exc_info=True,
+                        extra={"shard": self.shard, "attempt": attempt},
+                    )
+                elif len(items) > 1:
+                    log.warning(
+                        "book commands not applied; committing them one at a time",
+                        exc_info=True,
+                        extra={"shard": self.shard, "deliveries": len(items)},
+                    )
+                    for item in items:
+                        if not await self._commit_in_order([item]):
+                            return False
+                    return True
+                elif attempt >= POISON_ATTEMPTS:
+                    message, envelopes = items[0]
+                    log.exception(
+                        "book command dead-lettered: it failed every time",
+                        extra={
+                            "shard": self.shard,
+                            "message_ids": [e.message_id for e in envelopes],
+                            "attempts": attempt,
+                        },
+                    )
+                    await message.reject(requeue=False)
+                    return True
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        crash_point("matching_after_commit")
+        for message, _ in items:
+            await message.ack()
+        self.last_active = time.monotonic()
+        return True
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         runtime = self.runtime

@@ -1,0 +1,180 @@
+"""The shards of a matching process are independent: a command that cannot be applied on
+one shard does not hold up another's."""
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.contracts import BOOK_COMMAND, system_queues
+from shared.messaging.dead_letters import peek
+from shared.messaging.envelope import Envelope
+from shared.messaging.topology import Topology
+from tests.matching.integration.test_matching_service import (
+    command_stream,
+    journal_count,
+    listing,
+    matching_process,
+    new_code,
+    new_order,
+)
+from tests.support import env
+from tests.support.book_commands import SHARDS, command_broker, command_envelope, publish_all
+from tests.support.wait import wait_until
+
+
+async def test_a_command_that_fails_on_one_shard_does_not_hold_up_another(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    healthy, failing = new_code(0), new_code(1)
+    first = [command_envelope(c) for c in command_stream([healthy], 300, seed=12)]
+    # Not a UUID: the journal cannot take it, so its transaction fails every time.
+    poison = Envelope(
+        "not-a-uuid",
+        BOOK_COMMAND,
+        "test",
+        "test-commands",
+        1,
+        new_order(failing, "p1", "mP", "BUY", 10000, 1),
+    )
+    service = matching_process()
+    async with command_broker(broker_namespace) as broker:
+        await publish_all(broker, [poison, *first])  # both waiting when the service starts
+    await service.start()
+    try:
+        first_ids = [e.message_id for e in first]
+
+        async def healthy_applied() -> bool:
+            return await journal_count(engine, first_ids) == len(first_ids)
+
+        await wait_until(healthy_applied, timeout=60, message="the healthy shard's commands")
+        spec = next(q for q in system_queues(SHARDS) if q.name == "matching.shard.1")
+
+        async def poison_dead_lettered() -> bool:
+            letters = await peek(env.AMQP_URL, Topology(broker_namespace), spec, 1000)
+            return any(e["message_id"] == "not-a-uuid" for d in letters for e in d.envelopes)
+
+        await wait_until(poison_dead_lettered, timeout=60, message="the poison dead-lettered")
+        # The failing shard goes on with the commands after it.
+        after = [command_envelope(listing(failing))]
+        async with command_broker(broker_namespace) as broker:
+            await publish_all(broker, after)
+
+        async def failing_shard_recovered() -> bool:
+            return await journal_count(engine, [after[0].message_id]) == 1
+
+        await wait_until(failing_shard_recovered, timeout=60, message="the shard's next command")
+        assert await journal_count(engine, first_ids) == len(first_ids)
+    finally:
+        await service.stop()
+
+
+async def journal_order(engine: AsyncEngine, ids: list[str]) -> list[str]:
+    """Those of ``ids`` in the journal, in the order the shard applied them."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT message_id::text FROM matching.journal "
+                "WHERE message_id = ANY(CAST(:ids AS uuid[])) ORDER BY shard, seq"
+            ),
+            {"ids": ids},
+        )
+        return [m for (m,) in rows]
+
+
+async def dead_lettered_ids(broker_namespace: str, shard: int) -> set[str]:
+    spec = next(q for q in system_queues(SHARDS) if q.name == f"matching.shard.{shard}")
+    letters = await peek(env.AMQP_URL, Topology(broker_namespace), spec, 10_000)
+    return {e["message_id"] for d in letters for e in d.envelopes}
+
+
+async def test_a_failing_command_is_dead_lettered_alone_and_the_rest_keep_their_order(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    code = new_code(0)
+    commands = [command_envelope(c) for c in command_stream([code], 200, seed=13)]
+    poison = Envelope("also-not-a-uuid", BOOK_COMMAND, "test", "test-commands", 1, listing(code))
+    sent = [*commands[:100], poison, *commands[100:]]
+    service = matching_process()  # batches of up to 100 deliveries
+    async with command_broker(broker_namespace) as broker:
+        await publish_all(broker, sent)  # a backlog: the poison arrives among others
+    await service.start()
+    try:
+        ids = [e.message_id for e in commands]
+
+        async def applied() -> bool:
+            return await journal_count(engine, ids) == len(ids)
+
+        await wait_until(applied, timeout=60, message="every command but the poison")
+        assert await journal_order(engine, ids) == ids
+        dead = await dead_lettered_ids(broker_namespace, 0)
+        assert "also-not-a-uuid" in dead
+        assert not dead & set(ids), "a command sent with the poison was dead-lettered"
+    finally:
+        await service.stop()
+
+
+async def test_commands_wait_out_a_transient_fault_in_their_order(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    """While every commit of the journal fails with a serialization failure (a fault a
+    retry gets past), commands pile up; once it clears, all are applied in the order they
+    were sent: none returned to the queue behind later ones, none dead-lettered."""
+    code = new_code(1)
+    commands = [command_envelope(c) for c in command_stream([code], 400, seed=14)]
+    ids = [e.message_id for e in commands]
+    service = matching_process()
+    await service.start()
+    async with engine.begin() as conn:
+        # A sequence counts the refusals: unlike a row, its increments survive the rollback.
+        await conn.execute(text("CREATE SEQUENCE matching.journal_refusals"))
+        await conn.execute(
+            text(
+                "CREATE FUNCTION matching.refuse_journal() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM nextval('matching.journal_refusals'); "
+                "RAISE EXCEPTION 'journal refused by the test' "
+                "USING ERRCODE = 'serialization_failure'; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse_journal BEFORE INSERT ON matching.journal "
+                "FOR EACH STATEMENT EXECUTE FUNCTION matching.refuse_journal()"
+            )
+        )
+    refused = True
+    try:
+        async with command_broker(broker_namespace) as broker:
+            await publish_all(broker, commands[:200])
+
+            # More failed commits than the queue's delivery limit (5) would allow a
+            # message returned to the queue each time.
+            async def refused_often() -> bool:
+                async with engine.connect() as conn:
+                    refusals = await conn.scalar(
+                        text(
+                            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
+                            "FROM matching.journal_refusals"
+                        )
+                    )
+                return int(refusals or 0) >= 8
+
+            await wait_until(refused_often, timeout=60, message="commits refused")
+            await publish_all(broker, commands[200:])
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP TRIGGER refuse_journal ON matching.journal"))
+                await conn.execute(text("DROP FUNCTION matching.refuse_journal()"))
+                await conn.execute(text("DROP SEQUENCE matching.journal_refusals"))
+            refused = False
+
+            async def applied() -> bool:
+                return await journal_count(engine, ids) == len(ids)
+
+            await wait_until(applied, timeout=60, message="every command, once the fault cleared")
+        assert await journal_order(engine, ids) == ids
+        assert not await dead_lettered_ids(broker_namespace, 1) & set(ids)
+    finally:
+        await service.stop()
+        if refused:
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP TRIGGER refuse_journal ON matching.journal"))
+                await conn.execute(text("DROP FUNCTION matching.refuse_journal()"))
+                await conn.execute(text("DROP SEQUENCE matching.journal_refusals"))
