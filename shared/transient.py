@@ -27,6 +27,8 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, _TRANSIENT_TYPES):
             return True
+        if getattr(current, "connection_invalidated", False) is True:  # SQLAlchemy's flag
+            return True
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES:
             return True

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import ChannelInvalidStateError
 from prometheus_client import Counter
 
 from services.matching import store
@@ -31,10 +30,10 @@ from shared.driver import Tx
 from shared.faults import crash_point
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.envelope import Envelope, EnvelopeError
+from shared.messaging.ordered import channel_open, commit_in_order
 from shared.messaging.outbox import Draft
 from shared.messaging.topology import QueueSpec
 from shared.runtime import ServiceRuntime
-from shared.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +44,19 @@ COMMANDS_APPLIED = Counter(
 
 #: A delivery and the commands it carries.
 Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
-#: Commits a delivery that fails alone, for no transient reason, is tried before it is
-#: dead-lettered.
-POISON_ATTEMPTS = 3
 
 
-def _channel_open(message: AbstractIncomingMessage) -> bool:
-    try:
-        return not message.channel.is_closed
-    except ChannelInvalidStateError:
-        return False
+def _message(delivery: Delivery) -> AbstractIncomingMessage:
+    return delivery[0]
+
+
+async def _dead_letter(delivery: Delivery) -> None:
+    message, envelopes = delivery
+    log.error(
+        "book command dead-lettered: it failed every time",
+        extra={"message_ids": [e.message_id for e in envelopes]},
+    )
+    await message.reject(requeue=False)
 
 
 class ReplayDiverged(RuntimeError):
@@ -189,70 +191,32 @@ class ShardWorker:
                 await message.reject(requeue=False)
         # Deliveries of a channel that has closed are the broker's again: it redelivers
         # them in order after any that failed before them, so none may be applied here.
-        items = [item for item in items if _channel_open(item[0])]
+        items = [item for item in items if channel_open(item[0])]
         if not items:
             return
         async with self._lock:
-            await self._commit_in_order(items)
+            # A failed batch is never returned to the queue: a later command would
+            # overtake it (a cancel its order). See shared.messaging.ordered.
+            await commit_in_order(
+                items,
+                self._commit,
+                message_of=_message,
+                set_aside=_dead_letter,
+                name=f"shard-{self.shard}",
+                on_failure=self._mark_stale,
+            )
             if self._applied_since_snapshot >= self._snapshot_every:
                 self._snapshot_in_background()
 
-    async def _commit_in_order(self, items: Sequence[Delivery]) -> bool:
-        """Apply and commit the deliveries, then acknowledge them; nothing is returned to
-        the queue, so no later command can overtake them (a cancel its order).
-
-        A transient fault (the database restarting, a serialization failure) is retried
-        here until it clears. Any other failure is narrowed down by committing the
-        deliveries one at a time, in order: one that fails alone ``POISON_ATTEMPTS``
-        times is dead-lettered and the shard goes on with the next. If the channel
-        closes meanwhile (this instance lost the queue), the deliveries are dropped: the
-        broker hands them, in order, to whichever consumer is active, and this returns
-        False: nothing after them may be applied."""
-        attempt = 0
-        while True:
-            try:
-                await self._apply([envelope for _, envelopes in items for envelope in envelopes])
-                break
-            except Exception as exc:
-                self._stale = True  # memory may be ahead of what committed
-                attempt += 1
-                if not _channel_open(items[0][0]):
-                    log.warning("book commands not applied, and their channel closed")
-                    return False
-                if is_transient(exc):
-                    log.warning(
-                        "book commands not applied; retrying",
-                        exc_info=True,
-                        extra={"shard": self.shard, "attempt": attempt},
-                    )
-                elif len(items) > 1:
-                    log.warning(
-                        "book commands not applied; committing them one at a time",
-                        exc_info=True,
-                        extra={"shard": self.shard, "deliveries": len(items)},
-                    )
-                    for item in items:
-                        if not await self._commit_in_order([item]):
-                            return False
-                    return True
-                elif attempt >= POISON_ATTEMPTS:
-                    message, envelopes = items[0]
-                    log.exception(
-                        "book command dead-lettered: it failed every time",
-                        extra={
-                            "shard": self.shard,
-                            "message_ids": [e.message_id for e in envelopes],
-                            "attempts": attempt,
-                        },
-                    )
-                    await message.reject(requeue=False)
-                    return True
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    async def _commit(self, items: Sequence[Delivery]) -> None:
+        await self._apply([envelope for _, envelopes in items for envelope in envelopes])
         crash_point("matching_after_commit")
         for message, _ in items:
             await message.ack()
         self.last_active = time.monotonic()
-        return True
+
+    def _mark_stale(self) -> None:
+        self._stale = True  # memory may be ahead of what committed
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         runtime = self.runtime

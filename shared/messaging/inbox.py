@@ -1,12 +1,13 @@
 """Idempotent consumers: a message's id is recorded in the same transaction as its effect.
 
 A redelivered message finds its id already recorded and is acknowledged with no effect.
-A handler that raises is retried (with backoff) until the queue's delivery limit moves
-the message to its dead-letter queue; a body that is not an envelope goes there at once.
+A batch that fails is never returned to the queue, where it would come back behind later
+messages (``shared.messaging.ordered``): a transient fault is retried in place, and a
+message whose handler keeps failing is dead-lettered alone; a body that is not an
+envelope goes to the dead-letter queue at once.
 Sequence numbers per stream are tracked so that a missing message shows up as a gap.
 """
 
-import asyncio
 import functools
 import logging
 import uuid
@@ -25,6 +26,7 @@ from shared.logging import correlation_id_var
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope, EnvelopeError
+from shared.messaging.ordered import channel_open, commit_in_order
 from shared.messaging.topology import QueueSpec
 from shared.metrics import (
     MESSAGES_CONSUMED,
@@ -270,7 +272,8 @@ class InboxConsumer:
     """Consumes one queue, applying each new message exactly once.
 
     Messages already buffered are applied together in one transaction (fast under load);
-    if that batch fails, each is retried alone so one bad message cannot hold up the rest.
+    if that batch fails, each is retried alone, in order, so one bad message cannot hold
+    up the rest.
 
     Given a ``driver`` pool, a batch runs on a plain asyncpg transaction (``shared.driver``)
     unless ``needs_session`` says one of its messages needs SQLAlchemy's session (its
@@ -339,36 +342,21 @@ class InboxConsumer:
         return groups
 
     async def process_decoded(self, groups: Sequence[Delivery]) -> None:
-        """Apply the deliveries in one transaction; if that fails, each alone."""
-        try:
-            await self._apply(groups)
-            return
-        except Exception:
-            log.warning("batch failed; retrying its messages one by one", exc_info=True)
-        for message, envelopes in groups:
-            try:
-                await self._apply([(message, envelopes)])
-                continue
-            except Exception:
-                if len(envelopes) == 1:
-                    await self._fail(message)
-                    continue
-            # A bundle: keep what can be applied, return the rest to the queue.
-            failed = False
-            for envelope in envelopes:
-                try:
-                    await self._apply([(message, [envelope])], ack=False)
-                except Exception:
-                    failed = True
-                    log.warning(
-                        "message in a bundle failed",
-                        exc_info=True,
-                        extra={"consumer": self.name, "message_id": envelope.message_id},
-                    )
-            if failed:
-                await self._fail(message)
-            else:
-                await message.ack()
+        """Apply the deliveries in one transaction. A failure never reorders them
+        (``shared.messaging.ordered``): a transient fault is retried in place, anything
+        else narrowed down to the one delivery that fails alone, which is dead-lettered."""
+        # Deliveries of a channel that has closed are the broker's again (redelivered in
+        # order after any that failed before them).
+        open_groups = [group for group in groups if channel_open(group[0])]
+        if open_groups:
+            await commit_in_order(
+                open_groups,
+                self._apply,
+                message_of=_message,
+                set_aside=self._set_aside,
+                name=self.name,
+                on_failure=MESSAGES_FAILED.labels(self.name).inc,
+            )
 
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
@@ -411,22 +399,34 @@ class InboxConsumer:
             return self._driver.transaction()
         return unit_of_work(self._session_factory)
 
-    async def _fail(self, message: AbstractIncomingMessage) -> None:
-        MESSAGES_FAILED.labels(self.name).inc()
-        raw_count = (message.headers or {}).get("x-delivery-count", 0)
-        deliveries = raw_count if isinstance(raw_count, int) else 0
+    async def _set_aside(self, delivery: Delivery) -> None:
+        """Dead-letter a delivery that keeps failing; of a bundle, first apply what can be
+        (its messages one at a time: the inbox drops them if the bundle is replayed)."""
+        message, envelopes = delivery
+        if len(envelopes) > 1:
+            for envelope in envelopes:
+                try:
+                    await self._apply([(message, [envelope])], ack=False)
+                except Exception:
+                    log.warning(
+                        "message in a bundle failed",
+                        exc_info=True,
+                        extra={"consumer": self.name, "message_id": envelope.message_id},
+                    )
+        MESSAGES_REJECTED.labels(self.name).inc()
         log.error(
-            "message handler failed; returning it to the queue",
+            "message dead-lettered: its handler failed every time",
             extra={
                 "consumer": self.name,
                 "message_id": message.message_id,
                 "type": message.type,
-                "deliveries": deliveries + 1,
             },
         )
-        # Back off a little so a transient fault (a restarting database) can clear.
-        await asyncio.sleep(min(0.05 * 2**deliveries, 1.0))
-        await message.nack(requeue=True)
+        await message.reject(requeue=False)
+
+
+def _message(delivery: Delivery) -> AbstractIncomingMessage:
+    return delivery[0]
 
 
 class ConsumerGroup:

@@ -381,11 +381,78 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
         # The poison shared a bundle with the healthy ones; those were applied on their own.
         carried = Envelope.decode_message(dead)
         assert poison.message_id in {e.message_id for e in carried}
-        # The broker counted the deliveries; it gave up at the configured limit.
+        # The consumer set it aside itself, without waiting for the delivery limit.
         deaths = (dead.headers or {}).get("x-death")
         assert isinstance(deaths, list)
-        assert deaths
+        assert [death["reason"] for death in deaths] == ["rejected"]
         await dead.ack()
+
+
+@pytest.mark.parametrize("kind", TRANSACTION_KINDS)
+async def test_messages_wait_out_a_transient_fault_in_their_order(
+    msg_engine: AsyncEngine, broker: Broker, kind: str
+) -> None:
+    """While every commit of an effect fails with a serialization failure, more times than
+    the delivery limit, nothing is returned to the queue or dead-lettered; once the fault
+    clears, every message takes effect once, in the order it was sent."""
+    async with msg_engine.begin() as conn:
+        # A sequence counts the refusals: unlike a row, its increments survive the rollback.
+        await conn.execute(text(f"CREATE SEQUENCE {SCHEMA}.refusals"))
+        await conn.execute(
+            text(
+                f"CREATE FUNCTION {SCHEMA}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN PERFORM nextval('{SCHEMA}.refusals'); "
+                "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'serialization_failure'; "
+                "END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {SCHEMA}.effects "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.refuse()"
+            )
+        )
+    sent: list[Envelope] = []
+    for _ in range(3):  # three relay cycles: three deliveries at least
+        sent += await write_outbox(msg_engine, 20)
+        await publish_all(broker)
+    consumer = await start_consumer(msg_engine, broker, kind)
+    try:
+
+        async def refused_often() -> bool:
+            async with msg_engine.connect() as conn:
+                refusals = await conn.scalar(
+                    text(
+                        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
+                        f"FROM {SCHEMA}.refusals"
+                    )
+                )
+            return int(refusals or 0) > DELIVERY_LIMIT + 1
+
+        await wait_until(refused_often, timeout=30, message="commits refused")
+        async with msg_engine.begin() as conn:
+            await conn.execute(text(f"DROP TRIGGER refuse ON {SCHEMA}.effects"))
+
+        async def all_applied() -> bool:
+            return len(await effect_counts(msg_engine)) == len(sent)
+
+        await wait_until(all_applied, timeout=30, message="every message, once the fault cleared")
+    finally:
+        await consumer.stop()
+        async with msg_engine.begin() as conn:
+            await conn.execute(text(f"DROP TRIGGER IF EXISTS refuse ON {SCHEMA}.effects"))
+            await conn.execute(text(f"DROP FUNCTION {SCHEMA}.refuse()"))
+            await conn.execute(text(f"DROP SEQUENCE {SCHEMA}.refusals"))
+    assert await effect_counts(msg_engine) == {e.message_id: 1 for e in sent}
+    async with msg_engine.connect() as conn:
+        applied = [
+            m
+            for (m,) in await conn.execute(
+                text(f"SELECT message_id::text FROM {SCHEMA}.effects ORDER BY id")
+            )
+        ]
+    assert applied == [e.message_id for e in sent]
+    assert await queue_depth(broker.topology.dead_letter_queue_name(QUEUE)) == 0
 
 
 @pytest.mark.parametrize(
