@@ -1,0 +1,107 @@
+"""The commit discipline of ``shared.messaging.ordered``, on its own: whatever fails and
+however often, what commits does so in the order delivered, and only what fails alone
+every time is set aside. (Consumers on real PostgreSQL and RabbitMQ: test_messaging.py
+and tests/matching/integration/test_shard_failures.py.)"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.messaging import ordered
+
+
+@dataclass
+class _Channel:
+    is_closed: bool = False
+
+
+@dataclass
+class _Message:
+    """What ``commit_in_order`` reads of a delivery's message: its channel and id."""
+
+    message_id: str
+    channel: _Channel
+
+
+@dataclass
+class Store:
+    """A transactional store: a batch commits whole or not at all."""
+
+    poison: set[int]
+    transient_failures: int  # the next commits that fail with a serialization failure
+    channel: _Channel = field(default_factory=_Channel)
+    close_after_failures: int | None = None
+    committed: list[int] = field(default_factory=list)
+    set_aside: list[int] = field(default_factory=list)
+    failures: int = 0
+
+    async def commit(self, batch: Sequence[int]) -> None:
+        if self.transient_failures > 0:
+            self.transient_failures -= 1
+            self._failed()
+            raise asyncpg.exceptions.SerializationError("could not serialize access")
+        if self.poison & set(batch):
+            self._failed()
+            raise ValueError("a command the store refuses")
+        self.committed.extend(batch)
+
+    def _failed(self) -> None:
+        self.failures += 1
+        if self.close_after_failures is not None and self.failures >= self.close_after_failures:
+            self.channel.is_closed = True
+
+    def message_of(self, delivery: int) -> AbstractIncomingMessage:
+        return cast(AbstractIncomingMessage, _Message(str(delivery), self.channel))
+
+    async def aside(self, delivery: int) -> None:
+        self.set_aside.append(delivery)
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ordered, "backoff", lambda attempt: 0.0)
+
+
+async def run(store: Store, deliveries: list[int]) -> bool:
+    return await ordered.commit_in_order(
+        deliveries, store.commit, message_of=store.message_of, set_aside=store.aside, name="t"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=30),
+    data=st.data(),
+    transient=st.integers(min_value=0, max_value=12),
+)
+async def test_commits_keep_their_order_and_only_poison_is_set_aside(
+    count: int, data: Any, transient: int
+) -> None:
+    deliveries = list(range(count))
+    poison = set(data.draw(st.sets(st.sampled_from(deliveries), max_size=count)))
+    store = Store(poison=poison, transient_failures=transient)
+    assert await run(store, deliveries)
+    assert store.committed == [d for d in deliveries if d not in poison]
+    assert store.set_aside == sorted(poison)
+
+
+async def test_a_transient_fault_is_waited_out_whatever_its_length() -> None:
+    store = Store(poison=set(), transient_failures=50)
+    assert await run(store, [1, 2, 3])
+    assert store.committed == [1, 2, 3]
+    assert store.set_aside == []
+
+
+async def test_a_closed_channel_stops_everything_after_the_failure() -> None:
+    store = Store(poison={2}, transient_failures=0, close_after_failures=2)
+    assert not await run(store, [1, 2, 3, 4])
+    # 1 committed alone; 2 failed twice and its channel closed: neither 2 nor what follows
+    # it may be applied here (the broker redelivers them in order).
+    assert store.committed == [1]
+    assert store.set_aside == []
