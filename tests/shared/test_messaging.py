@@ -42,6 +42,7 @@ from tests.support.msgtest import (
     running_broker,
     take_all,
 )
+from tests.support.refusals import refused_inserts
 from tests.support.wait import wait_until
 
 HARNESS = Path(__file__).resolve().parents[1] / "support" / "harness.py"
@@ -395,54 +396,28 @@ async def test_messages_wait_out_a_transient_fault_in_their_order(
     """While every commit of an effect fails with a serialization failure, more times than
     the delivery limit, nothing is returned to the queue or dead-lettered; once the fault
     clears, every message takes effect once, in the order it was sent."""
-    async with msg_engine.begin() as conn:
-        # A sequence counts the refusals: unlike a row, its increments survive the rollback.
-        await conn.execute(text(f"CREATE SEQUENCE {SCHEMA}.refusals"))
-        await conn.execute(
-            text(
-                f"CREATE FUNCTION {SCHEMA}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                f"$$ BEGIN PERFORM nextval('{SCHEMA}.refusals'); "
-                "RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'serialization_failure'; "
-                "END $$"
-            )
-        )
-        await conn.execute(
-            text(
-                f"CREATE TRIGGER refuse BEFORE INSERT ON {SCHEMA}.effects "
-                f"FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.refuse()"
-            )
-        )
     sent: list[Envelope] = []
     for _ in range(3):  # three relay cycles: three deliveries at least
         sent += await write_outbox(msg_engine, 20)
         await publish_all(broker)
-    consumer = await start_consumer(msg_engine, broker, kind)
-    try:
+    async with refused_inserts(msg_engine, f"{SCHEMA}.effects", sqlstate="40001") as refusals:
+        consumer = await start_consumer(msg_engine, broker, kind)
+        try:
 
-        async def refused_often() -> bool:
-            async with msg_engine.connect() as conn:
-                refusals = await conn.scalar(
-                    text(
-                        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
-                        f"FROM {SCHEMA}.refusals"
-                    )
-                )
-            return int(refusals or 0) > DELIVERY_LIMIT + 1
+            async def refused_often() -> bool:
+                return await refusals.count() > DELIVERY_LIMIT + 1
 
-        await wait_until(refused_often, timeout=30, message="commits refused")
-        async with msg_engine.begin() as conn:
-            await conn.execute(text(f"DROP TRIGGER refuse ON {SCHEMA}.effects"))
+            await wait_until(refused_often, timeout=30, message="commits refused")
+            await refusals.lift()
 
-        async def all_applied() -> bool:
-            return len(await effect_counts(msg_engine)) == len(sent)
+            async def all_applied() -> bool:
+                return len(await effect_counts(msg_engine)) == len(sent)
 
-        await wait_until(all_applied, timeout=30, message="every message, once the fault cleared")
-    finally:
-        await consumer.stop()
-        async with msg_engine.begin() as conn:
-            await conn.execute(text(f"DROP TRIGGER IF EXISTS refuse ON {SCHEMA}.effects"))
-            await conn.execute(text(f"DROP FUNCTION {SCHEMA}.refuse()"))
-            await conn.execute(text(f"DROP SEQUENCE {SCHEMA}.refusals"))
+            await wait_until(
+                all_applied, timeout=30, message="every message, once the fault cleared"
+            )
+        finally:
+            await consumer.stop()
     assert await effect_counts(msg_engine) == {e.message_id: 1 for e in sent}
     async with msg_engine.connect() as conn:
         applied = [

@@ -27,6 +27,7 @@ from tests.support.book_commands import (
     publish_all,
     purge,
 )
+from tests.support.refusals import refused_inserts
 from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
 
@@ -378,51 +379,32 @@ async def test_a_snapshot_that_cannot_be_saved_does_not_stop_the_shard(
         command_envelope(new_order(code, f"late{n}", "mZ", "BUY", 9000, 1)) for n in range(250)
     ]
     service = matching_process()  # a snapshot every 200 commands
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "CREATE FUNCTION matching.refuse_snapshot() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'snapshot refused by the test'; END $$"
-            )
-        )
-        await conn.execute(
-            text(
-                "CREATE TRIGGER refuse_snapshot BEFORE INSERT ON matching.snapshots "
-                "FOR EACH ROW EXECUTE FUNCTION matching.refuse_snapshot()"
-            )
-        )
-    refused = True
-    await service.start()
-    try:
-        before = await snapshot_heads(engine, 0)
-        async with command_broker(broker_namespace) as broker:
-            await publish_all(broker, first)
-            ids = [e.message_id for e in first]
+    async with refused_inserts(engine, "matching.snapshots") as refusals:
+        await service.start()
+        try:
+            before = await snapshot_heads(engine, 0)
+            async with command_broker(broker_namespace) as broker:
+                await publish_all(broker, first)
+                ids = [e.message_id for e in first]
 
-            async def applied(ids: list[str] = ids) -> bool:
-                return await journal_count(engine, ids) == len(ids)
+                async def applied(ids: list[str] = ids) -> bool:
+                    return await journal_count(engine, ids) == len(ids)
 
-            await wait_until(applied, timeout=60, message="commands applied while saves fail")
-            assert await snapshot_heads(engine, 0) == before
-            assert "shard snapshot not saved" in service.log_path.read_text(errors="replace")
+                await wait_until(applied, timeout=60, message="commands applied while saves fail")
+                assert await snapshot_heads(engine, 0) == before
+                assert await refusals.count() > 0
+                assert "shard snapshot not saved" in service.log_path.read_text(errors="replace")
 
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP TRIGGER refuse_snapshot ON matching.snapshots"))
-                await conn.execute(text("DROP FUNCTION matching.refuse_snapshot()"))
-            refused = False
-            await publish_all(broker, second)
+                await refusals.lift()
+                await publish_all(broker, second)
 
-            async def saved() -> bool:
-                heads = await snapshot_heads(engine, 0)
-                return bool(heads) and heads[-1] > max(before, default=0)
+                async def saved() -> bool:
+                    heads = await snapshot_heads(engine, 0)
+                    return bool(heads) and heads[-1] > max(before, default=0)
 
-            await wait_until(saved, timeout=60, message="a snapshot once saves work again")
-    finally:
-        await service.stop()
-        if refused:
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP TRIGGER refuse_snapshot ON matching.snapshots"))
-                await conn.execute(text("DROP FUNCTION matching.refuse_snapshot()"))
+                await wait_until(saved, timeout=60, message="a snapshot once saves work again")
+        finally:
+            await service.stop()
 
 
 async def test_snapshots_are_compressed_with_lz4_where_the_server_has_it(

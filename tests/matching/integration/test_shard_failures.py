@@ -18,6 +18,7 @@ from tests.matching.integration.test_matching_service import (
 )
 from tests.support import env
 from tests.support.book_commands import SHARDS, command_broker, command_envelope, publish_all
+from tests.support.refusals import refused_inserts
 from tests.support.wait import wait_until
 
 
@@ -123,47 +124,21 @@ async def test_commands_wait_out_a_transient_fault_in_their_order(
     ids = [e.message_id for e in commands]
     service = matching_process()
     await service.start()
-    async with engine.begin() as conn:
-        # A sequence counts the refusals: unlike a row, its increments survive the rollback.
-        await conn.execute(text("CREATE SEQUENCE matching.journal_refusals"))
-        await conn.execute(
-            text(
-                "CREATE FUNCTION matching.refuse_journal() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN PERFORM nextval('matching.journal_refusals'); "
-                "RAISE EXCEPTION 'journal refused by the test' "
-                "USING ERRCODE = 'serialization_failure'; END $$"
-            )
-        )
-        await conn.execute(
-            text(
-                "CREATE TRIGGER refuse_journal BEFORE INSERT ON matching.journal "
-                "FOR EACH STATEMENT EXECUTE FUNCTION matching.refuse_journal()"
-            )
-        )
-    refused = True
     try:
-        async with command_broker(broker_namespace) as broker:
+        async with (
+            refused_inserts(engine, "matching.journal", sqlstate="40001") as refusals,
+            command_broker(broker_namespace) as broker,
+        ):
             await publish_all(broker, commands[:200])
 
             # More failed commits than the queue's delivery limit (5) would allow a
             # message returned to the queue each time.
             async def refused_often() -> bool:
-                async with engine.connect() as conn:
-                    refusals = await conn.scalar(
-                        text(
-                            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
-                            "FROM matching.journal_refusals"
-                        )
-                    )
-                return int(refusals or 0) >= 8
+                return await refusals.count() >= 8
 
             await wait_until(refused_often, timeout=60, message="commits refused")
             await publish_all(broker, commands[200:])
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP TRIGGER refuse_journal ON matching.journal"))
-                await conn.execute(text("DROP FUNCTION matching.refuse_journal()"))
-                await conn.execute(text("DROP SEQUENCE matching.journal_refusals"))
-            refused = False
+            await refusals.lift()
 
             async def applied() -> bool:
                 return await journal_count(engine, ids) == len(ids)
@@ -173,8 +148,3 @@ async def test_commands_wait_out_a_transient_fault_in_their_order(
         assert not await dead_lettered_ids(broker_namespace, 1) & set(ids)
     finally:
         await service.stop()
-        if refused:
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP TRIGGER refuse_journal ON matching.journal"))
-                await conn.execute(text("DROP FUNCTION matching.refuse_journal()"))
-                await conn.execute(text("DROP SEQUENCE matching.journal_refusals"))
