@@ -404,15 +404,20 @@ class InboxConsumer:
         (its messages one at a time: the inbox drops them if the bundle is replayed)."""
         message, envelopes = delivery
         if len(envelopes) > 1:
+            failed = 0
             for envelope in envelopes:
                 try:
                     await self._apply([(message, [envelope])], ack=False)
                 except Exception:
+                    failed += 1
                     log.warning(
                         "message in a bundle failed",
                         exc_info=True,
                         extra={"consumer": self.name, "message_id": envelope.message_id},
                     )
+            if not failed:  # each applies alone: nothing is left to set aside
+                await message.ack()
+                return
         MESSAGES_REJECTED.labels(self.name).inc()
         log.error(
             "message dead-lettered: its handler failed every time",
