@@ -148,3 +148,60 @@ async def test_commands_wait_out_a_transient_fault_in_their_order(
         assert not await dead_lettered_ids(broker_namespace, 1) & set(ids)
     finally:
         await service.stop()
+
+
+async def terminate_backends(engine: AsyncEngine, application_name: str) -> int:
+    async with engine.connect() as conn:
+        killed = await conn.scalar(
+            text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name"
+            ),
+            {"name": application_name},
+        )
+    return int(killed or 0)
+
+
+async def test_commands_survive_their_database_connections_being_killed(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    """The shard's connections are terminated while it works: the commit in flight fails
+    as a transient fault and is retried on a new connection. Every command is applied
+    once, in the order sent, and none is dead-lettered."""
+    code = new_code(0)
+    stream = [command_envelope(c) for c in command_stream([code], 6000, seed=15)]
+    sent: list[Envelope] = []
+    service = matching_process()
+
+    def commits_cut_off() -> int:
+        return service.log_path.read_text(errors="replace").count(
+            "deliveries not applied; retrying"
+        )
+
+    await service.start()
+    before = commits_cut_off()  # the log file may hold earlier runs'
+    try:
+        async with command_broker(broker_namespace) as broker:
+            # A kill cuts a commit off only if it lands in one: go on until three have.
+            while commits_cut_off() - before < 3:
+                assert len(sent) < len(stream), "no kill landed in a commit"
+                chunk = stream[len(sent) : len(sent) + 200]
+                sent += chunk
+                await publish_all(broker, chunk)
+                first = [chunk[0].message_id]
+
+                async def started(first: list[str] = first) -> bool:
+                    return await journal_count(engine, first) == 1
+
+                await wait_until(started, timeout=60, message="the shard at work")
+                await terminate_backends(engine, "matching-driver")
+            ids = [e.message_id for e in sent]
+
+            async def applied() -> bool:
+                return await journal_count(engine, ids) == len(ids)
+
+            await wait_until(applied, timeout=120, message="every command")
+        assert await journal_order(engine, ids) == ids
+        assert not await dead_lettered_ids(broker_namespace, 0) & set(ids)
+    finally:
+        await service.stop()
