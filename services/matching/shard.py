@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 COMMANDS_APPLIED = Counter(
     "exchange_matching_commands_total", "Book commands applied and committed", ["shard"]
 )
+COMMIT_FAILURES = Counter(
+    "exchange_matching_commit_failures_total",
+    "Attempts to commit a batch of book commands that failed (each is retried or set aside)",
+    ["shard"],
+)
 
 
 #: A delivery and the commands it carries.
@@ -203,7 +208,7 @@ class ShardWorker:
                 message_of=_message,
                 set_aside=_dead_letter,
                 name=f"shard-{self.shard}",
-                on_failure=self._mark_stale,
+                on_failure=self._failed,
             )
             if self._applied_since_snapshot >= self._snapshot_every:
                 self._snapshot_in_background()
@@ -215,8 +220,9 @@ class ShardWorker:
             await message.ack()
         self.last_active = time.monotonic()
 
-    def _mark_stale(self) -> None:
+    def _failed(self) -> None:
         self._stale = True  # memory may be ahead of what committed
+        COMMIT_FAILURES.labels(str(self.shard)).inc()
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         runtime = self.runtime
