@@ -30,7 +30,7 @@ from shared.driver import Tx
 from shared.faults import crash_point
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.envelope import Envelope, EnvelopeError
-from shared.messaging.ordered import channel_open, commit_in_order
+from shared.messaging.ordered import Delivery, commit_in_order
 from shared.messaging.outbox import Draft
 from shared.messaging.topology import QueueSpec
 from shared.runtime import ServiceRuntime
@@ -45,14 +45,6 @@ COMMIT_FAILURES = Counter(
     "Attempts to commit a batch of book commands that failed (each is retried or set aside)",
     ["shard"],
 )
-
-
-#: A delivery and the commands it carries.
-Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
-
-
-def _message(delivery: Delivery) -> AbstractIncomingMessage:
-    return delivery[0]
 
 
 async def _dead_letter(delivery: Delivery) -> None:
@@ -194,9 +186,6 @@ class ShardWorker:
             except EnvelopeError as exc:
                 log.error("undecodable book command dead-lettered", extra={"error": str(exc)})
                 await message.reject(requeue=False)
-        # Deliveries of a channel that has closed are the broker's again: it redelivers
-        # them in order after any that failed before them, so none may be applied here.
-        items = [item for item in items if channel_open(item[0])]
         if not items:
             return
         async with self._lock:
@@ -205,7 +194,6 @@ class ShardWorker:
             await commit_in_order(
                 items,
                 self._commit,
-                message_of=_message,
                 set_aside=_dead_letter,
                 name=f"shard-{self.shard}",
                 on_failure=self._failed,

@@ -26,7 +26,7 @@ from shared.logging import correlation_id_var
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope, EnvelopeError
-from shared.messaging.ordered import channel_open, commit_in_order
+from shared.messaging.ordered import Delivery, commit_in_order
 from shared.messaging.topology import QueueSpec
 from shared.metrics import (
     MESSAGES_CONSUMED,
@@ -46,8 +46,6 @@ BatchBegin = Callable[[Tx, Sequence[Envelope]], Awaitable[None]]
 BatchEnd = Callable[[Tx], Awaitable[None]]
 #: Optional: applies every new envelope of a delivery batch at once (set-based), in order.
 BatchHandler = Callable[[Tx, Sequence[Envelope]], Awaitable[None]]
-#: One AMQP message and the envelopes it carried (one, or a bundle).
-Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,18 +343,13 @@ class InboxConsumer:
         """Apply the deliveries in one transaction. A failure never reorders them
         (``shared.messaging.ordered``): a transient fault is retried in place, anything
         else narrowed down to the one delivery that fails alone, which is dead-lettered."""
-        # Deliveries of a channel that has closed are the broker's again (redelivered in
-        # order after any that failed before them).
-        open_groups = [group for group in groups if channel_open(group[0])]
-        if open_groups:
-            await commit_in_order(
-                open_groups,
-                self._apply,
-                message_of=_message,
-                set_aside=self._set_aside,
-                name=self.name,
-                on_failure=MESSAGES_FAILED.labels(self.name).inc,
-            )
+        await commit_in_order(
+            groups,
+            self._apply,
+            set_aside=self._set_aside,
+            name=self.name,
+            on_failure=MESSAGES_FAILED.labels(self.name).inc,
+        )
 
     async def _apply(self, groups: Sequence[Delivery], *, ack: bool = True) -> None:
         applied = duplicates = 0
@@ -428,10 +421,6 @@ class InboxConsumer:
             },
         )
         await message.reject(requeue=False)
-
-
-def _message(delivery: Delivery) -> AbstractIncomingMessage:
-    return delivery[0]
 
 
 class ConsumerGroup:

@@ -9,18 +9,19 @@ batch is never returned:
 - any other failure is narrowed down by committing the deliveries one at a time, in
   order; one that fails alone ``POISON_ATTEMPTS`` times is handed to ``set_aside`` (which
   dead-letters it) and the rest go on;
-- if the deliveries' channel closes meanwhile, they are the broker's again: it redelivers
-  them, in order, to whichever consumer is active, so nothing after them may be applied.
+- deliveries whose channel has closed (before or meanwhile) are the broker's again: it
+  redelivers them, in order, to whichever consumer is active, so neither they nor anything
+  after them may be applied.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
+from shared.messaging.envelope import Envelope
 from shared.transient import is_transient
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ POISON_ATTEMPTS = 3
 #: The longest wait between two attempts at a transient fault.
 MAX_BACKOFF_SECONDS = 2.0
 
-D = TypeVar("D")
+#: One AMQP message and the envelopes it carried (one, or a bundle).
+Delivery = tuple[AbstractIncomingMessage, list[Envelope]]
 
 
 def channel_open(message: AbstractIncomingMessage) -> bool:
@@ -46,17 +48,19 @@ def backoff(attempt: int) -> float:
 
 
 async def commit_in_order(
-    deliveries: Sequence[D],
-    commit: Callable[[Sequence[D]], Awaitable[None]],
+    deliveries: Sequence[Delivery],
+    commit: Callable[[Sequence[Delivery]], Awaitable[None]],
     *,
-    message_of: Callable[[D], AbstractIncomingMessage],
-    set_aside: Callable[[D], Awaitable[None]],
+    set_aside: Callable[[Delivery], Awaitable[None]],
     name: str,
     on_failure: Callable[[], None] | None = None,
 ) -> bool:
     """``commit`` the deliveries (apply, commit, acknowledge) as the module says. False
     when their channel closed before they committed: the caller must not apply any
     delivery of that channel after them."""
+    deliveries = [delivery for delivery in deliveries if channel_open(delivery[0])]
+    if not deliveries:
+        return False
     attempt = 0
     while True:
         try:
@@ -66,7 +70,7 @@ async def commit_in_order(
             if on_failure is not None:
                 on_failure()
             attempt += 1
-            if not channel_open(message_of(deliveries[0])):
+            if not channel_open(deliveries[0][0]):
                 log.warning(
                     "deliveries not applied, and their channel closed", extra={"consumer": name}
                 )
@@ -87,7 +91,6 @@ async def commit_in_order(
                     if not await commit_in_order(
                         [delivery],
                         commit,
-                        message_of=message_of,
                         set_aside=set_aside,
                         name=name,
                         on_failure=on_failure,
@@ -99,7 +102,7 @@ async def commit_in_order(
                     "delivery set aside: it failed every time",
                     extra={
                         "consumer": name,
-                        "message_id": message_of(deliveries[0]).message_id,
+                        "message_id": deliveries[0][0].message_id,
                         "attempts": attempt,
                     },
                 )

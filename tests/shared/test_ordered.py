@@ -41,7 +41,8 @@ class Store:
     set_aside: list[int] = field(default_factory=list)
     failures: int = 0
 
-    async def commit(self, batch: Sequence[int]) -> None:
+    async def commit(self, deliveries: Sequence[ordered.Delivery]) -> None:
+        batch = [number(delivery) for delivery in deliveries]
         if self.transient_failures > 0:
             self.transient_failures -= 1
             self._failed()
@@ -56,11 +57,15 @@ class Store:
         if self.close_after_failures is not None and self.failures >= self.close_after_failures:
             self.channel.is_closed = True
 
-    def message_of(self, delivery: int) -> AbstractIncomingMessage:
-        return cast(AbstractIncomingMessage, _Message(str(delivery), self.channel))
+    def delivery(self, n: int) -> ordered.Delivery:
+        return cast(AbstractIncomingMessage, _Message(str(n), self.channel)), []
 
-    async def aside(self, delivery: int) -> None:
-        self.set_aside.append(delivery)
+    async def aside(self, delivery: ordered.Delivery) -> None:
+        self.set_aside.append(number(delivery))
+
+
+def number(delivery: ordered.Delivery) -> int:
+    return int(delivery[0].message_id or "")
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +75,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def run(store: Store, deliveries: list[int]) -> bool:
     return await ordered.commit_in_order(
-        deliveries, store.commit, message_of=store.message_of, set_aside=store.aside, name="t"
+        [store.delivery(n) for n in deliveries], store.commit, set_aside=store.aside, name="t"
     )
 
 

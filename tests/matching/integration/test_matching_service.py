@@ -286,14 +286,19 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         await service.stop()
 
 
-async def commands_applied(service: ServiceProcess) -> int:
+async def metric_total(service: ServiceProcess, name: str) -> int:
+    """The sum over labels of one of the service's counters on ``/metrics``."""
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{service.url}/metrics")).text
     return sum(
         int(float(line.rsplit(" ", 1)[1]))
         for line in metrics.splitlines()
-        if line.startswith("exchange_matching_commands_total{")
+        if line.startswith(name + "{")
     )
+
+
+async def commands_applied(service: ServiceProcess) -> int:
+    return await metric_total(service, "exchange_matching_commands_total")
 
 
 @pytest.mark.slow

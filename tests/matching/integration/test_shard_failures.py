@@ -1,7 +1,9 @@
-"""The shards of a matching process are independent: a command that cannot be applied on
-one shard does not hold up another's."""
+"""How a matching shard meets failures: a command it can never journal is dead-lettered
+alone, without holding up the rest of its shard or the other shard; a transient fault (a
+refused commit, a killed connection) is waited out with every command kept in order."""
 
-import httpx
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,6 +16,7 @@ from tests.matching.integration.test_matching_service import (
     journal_count,
     listing,
     matching_process,
+    metric_total,
     new_code,
     new_order,
 )
@@ -24,20 +27,18 @@ from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
 
 
+def unjournalable(message_id: str, command: dict[str, Any]) -> Envelope:
+    """A book command whose id is not a UUID: the journal cannot take it, so every
+    transaction that holds it fails."""
+    return Envelope(message_id, BOOK_COMMAND, "test", "test-commands", 1, command)
+
+
 async def test_a_command_that_fails_on_one_shard_does_not_hold_up_another(
     engine: AsyncEngine, database_url: str, broker_namespace: str
 ) -> None:
     healthy, failing = new_code(0), new_code(1)
     first = [command_envelope(c) for c in command_stream([healthy], 300, seed=12)]
-    # Not a UUID: the journal cannot take it, so its transaction fails every time.
-    poison = Envelope(
-        "not-a-uuid",
-        BOOK_COMMAND,
-        "test",
-        "test-commands",
-        1,
-        new_order(failing, "p1", "mP", "BUY", 10000, 1),
-    )
+    poison = unjournalable("not-a-uuid", new_order(failing, "p1", "mP", "BUY", 10000, 1))
     service = matching_process()
     async with command_broker(broker_namespace) as broker:
         await publish_all(broker, [poison, *first])  # both waiting when the service starts
@@ -94,7 +95,7 @@ async def test_a_failing_command_is_dead_lettered_alone_and_the_rest_keep_their_
 ) -> None:
     code = new_code(0)
     commands = [command_envelope(c) for c in command_stream([code], 200, seed=13)]
-    poison = Envelope("also-not-a-uuid", BOOK_COMMAND, "test", "test-commands", 1, listing(code))
+    poison = unjournalable("also-not-a-uuid", listing(code))
     sent = [*commands[:100], poison, *commands[100:]]
     service = matching_process()  # batches of up to 100 deliveries
     async with command_broker(broker_namespace) as broker:
@@ -153,14 +154,7 @@ async def test_commands_wait_out_a_transient_fault_in_their_order(
 
 
 async def commit_failures(service: ServiceProcess) -> int:
-    """The service's count of failed commits (``exchange_matching_commit_failures_total``)."""
-    async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"{service.url}/metrics")).text
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in metrics.splitlines()
-        if line.startswith("exchange_matching_commit_failures_total{")
-    )
+    return await metric_total(service, "exchange_matching_commit_failures_total")
 
 
 async def terminate_backends(engine: AsyncEngine, application_name: str) -> int:
