@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aio_pika
 import asyncpg
@@ -273,30 +273,59 @@ class CpuMeter:
         return taken
 
     @staticmethod
-    def per_order(before: dict[str, float], after: dict[str, float], orders: int) -> str:
-        parts = [
-            f"{name} {(after[name] - before.get(name, 0.0)) * 1000 / max(orders, 1):.2f}"
-            for name in after
-        ]
+    def per_order(
+        before: dict[str, float],
+        after: dict[str, float],
+        orders: int,
+        machine_busy_seconds: float | None = None,
+    ) -> str:
+        """CPU per order of each process measured; with the whole machine's busy time, also
+        what the rest of it spent (PostgreSQL's background processes, the kernel's threads,
+        everything else running here), which the measured processes do not include."""
+        n = max(orders, 1)
+        parts = [f"{name} {(after[name] - before.get(name, 0.0)) * 1000 / n:.2f}" for name in after]
         total = sum(after[n] - before.get(n, 0.0) for n in after if n != "load generator")
+        rest = ""
+        if machine_busy_seconds is not None:
+            measured = sum(after[n] - before.get(n, 0.0) for n in after)
+            rest = f"; rest of the machine {(machine_busy_seconds - measured) * 1000 / n:.2f}"
         return (
             "CPU ms/order: "
             + ", ".join(parts)
-            + f"; exchange total {total * 1000 / max(orders, 1):.2f}"
-            + f" (2 cores / that = {2 * max(orders, 1) / max(total, 1e-9):,.0f} orders/s)"
+            + f"; exchange total {total * 1000 / n:.2f}"
+            + f" (2 cores / that = {2 * n / max(total, 1e-9):,.0f} orders/s)"
+            + rest
         )
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """The machine's CPU ticks (busy, total) from /proc/stat: every process, every core."""
+class Ticks(NamedTuple):
+    """The machine's CPU ticks from /proc/stat: every process, every core."""
+
+    busy: int
+    total: int
+    #: ticks the hypervisor ran something else while this machine wanted its vCPUs
+    steal: int
+
+
+def cpu_ticks() -> Ticks:
     with open("/proc/stat") as stat:
         ticks = [int(v) for v in stat.readline().split()[1:]]
     idle = ticks[3] + ticks[4]  # idle + iowait
-    return sum(ticks) - idle, sum(ticks)
+    return Ticks(busy=sum(ticks) - idle, total=sum(ticks), steal=ticks[7])
 
 
-def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+def busy_share(before: Ticks, after: Ticks) -> float:
+    return (after.busy - before.busy) / max(after.total - before.total, 1)
+
+
+def steal_share(before: Ticks, after: Ticks) -> float:
+    return (after.steal - before.steal) / max(after.total - before.total, 1)
+
+
+def busy_seconds(before: Ticks, after: Ticks) -> float:
+    """CPU seconds the machine's processes ran between two readings (steal left out)."""
+    ran = (after.busy - before.busy) - (after.steal - before.steal)
+    return ran / os.sysconf("SC_CLK_TCK")
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -786,8 +815,14 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 ids = [i for i in tracker.sent if i not in before]
                 await tracker.wait_final(ids)
-                busy = busy_share(ticks_before, cpu_ticks())
-                cpu = CpuMeter.per_order(cpu_before, await meter.snapshot(), len(ids))
+                ticks_after = cpu_ticks()
+                busy = busy_share(ticks_before, ticks_after)
+                cpu = CpuMeter.per_order(
+                    cpu_before,
+                    await meter.snapshot(),
+                    len(ids),
+                    busy_seconds(ticks_before, ticks_after),
+                )
                 e2e = [tracker.final[i] - tracker.sent[i] for i in ids]
                 acks = [tracker.answered[i] - tracker.sent[i] for i in ids]
                 print(f"- batches of {size} offered at {rate:g} orders/s ({len(ids)} orders):")
@@ -795,7 +830,10 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"    final: {describe(e2e)}")
                 print(f"    {await stages(listener, tracker, ids)}")
                 print(f"    {slow_seconds(tracker, ids)}")
-                print(f"    {cpu}; machine busy {busy:.0%} (all processes, both cores)")
+                print(
+                    f"    {cpu}; machine busy {busy:.0%} (all processes, both cores; "
+                    f"of it stolen by the hypervisor {steal_share(ticks_before, ticks_after):.0%})"
+                )
         print(f"- final states: {tracker.statuses}; errors: {client.errors}")
     finally:
         if listener is not None:
