@@ -393,21 +393,32 @@ class InboxConsumer:
         return unit_of_work(self._session_factory)
 
     async def _set_aside(self, delivery: Delivery) -> None:
-        """Dead-letter a delivery that keeps failing; of a bundle, first apply what can be
-        (its messages one at a time: the inbox drops them if the bundle is replayed)."""
+        """Dead-letter a delivery that keeps failing. Of a bundle, first apply what can be:
+        its messages one at a time, in order, each committed as a delivery is (a transient
+        fault waited out in place, a message that keeps failing passed over); the inbox
+        drops the applied ones if the bundle is replayed."""
         message, envelopes = delivery
         if len(envelopes) > 1:
-            failed = 0
-            for envelope in envelopes:
-                try:
-                    await self._apply([(message, [envelope])], ack=False)
-                except Exception:
-                    failed += 1
-                    log.warning(
-                        "message in a bundle failed",
-                        exc_info=True,
-                        extra={"consumer": self.name, "message_id": envelope.message_id},
-                    )
+            failed: list[Envelope] = []
+
+            async def pass_over(single: Delivery) -> None:
+                failed.extend(single[1])
+                log.warning(
+                    "message in a bundle failed",
+                    extra={"consumer": self.name, "message_id": single[1][0].message_id},
+                )
+
+            async def apply_alone(singles: Sequence[Delivery]) -> None:
+                await self._apply(singles, ack=False)
+
+            if not await commit_in_order(
+                [(message, [envelope]) for envelope in envelopes],
+                apply_alone,
+                set_aside=pass_over,
+                name=self.name,
+                on_failure=MESSAGES_FAILED.labels(self.name).inc,
+            ):
+                return  # the channel closed: the broker redelivers the bundle
             if not failed:  # each applies alone: nothing is left to set aside
                 await message.ack()
                 return

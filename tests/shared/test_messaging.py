@@ -390,6 +390,46 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_others_proceed(
 
 
 @pytest.mark.parametrize("kind", TRANSACTION_KINDS)
+async def test_a_bundle_set_aside_waits_out_a_transient_fault_for_its_healthy_messages(
+    msg_engine: AsyncEngine, broker: Broker, kind: str
+) -> None:
+    """A bundle with a poison in it is dead-lettered, but first its healthy messages are
+    applied one at a time; a transient fault while they are is waited out in place (not
+    taken for a failure that would leave them to a replay), and they take effect in order."""
+    await write_outbox(msg_engine, 1, poison=True)
+    healthy = await write_outbox(msg_engine, 5)
+    assert await publish_all(broker) == [6, 0]
+    dlq = broker.topology.dead_letter_queue_name(QUEUE)
+    async with refused_inserts(msg_engine, f"{SCHEMA}.effects", sqlstate="40001") as refusals:
+        consumer = await start_consumer(msg_engine, broker, kind)
+        try:
+
+            async def retried_in_place() -> bool:
+                # each healthy message refused once would be 5
+                return await refusals.count() > 2 * len(healthy)
+
+            await wait_until(retried_in_place, timeout=30, message="set-aside retries")
+            assert await queue_depth(dlq) == 0
+            await refusals.lift()
+
+            async def settled() -> bool:
+                return await queue_depth(dlq) == 1 and len(await effect_counts(msg_engine)) == 5
+
+            await wait_until(settled, timeout=30, message="healthy applied, bundle set aside")
+        finally:
+            await consumer.stop()
+    assert await effect_counts(msg_engine) == {e.message_id: 1 for e in healthy}
+    async with msg_engine.connect() as conn:
+        applied = [
+            m
+            for (m,) in await conn.execute(
+                text(f"SELECT message_id::text FROM {SCHEMA}.effects ORDER BY id")
+            )
+        ]
+    assert applied == [e.message_id for e in healthy]
+
+
+@pytest.mark.parametrize("kind", TRANSACTION_KINDS)
 async def test_messages_wait_out_a_transient_fault_in_their_order(
     msg_engine: AsyncEngine, broker: Broker, kind: str
 ) -> None:
