@@ -30,7 +30,7 @@ from shared.driver import Tx
 from shared.faults import crash_point
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.envelope import Envelope, EnvelopeError
-from shared.messaging.ordered import Delivery, commit_in_order
+from shared.messaging.ordered import Delivery, commit_in_order, salvage_bundle
 from shared.messaging.outbox import Draft
 from shared.messaging.topology import QueueSpec
 from shared.runtime import ServiceRuntime
@@ -194,7 +194,7 @@ class ShardWorker:
             await commit_in_order(
                 items,
                 self._commit,
-                set_aside=_dead_letter,
+                set_aside=self._set_aside,
                 name=f"shard-{self.shard}",
                 on_failure=self._failed,
             )
@@ -207,6 +207,27 @@ class ShardWorker:
         for message, _ in items:
             await message.ack()
         self.last_active = time.monotonic()
+
+    async def _set_aside(self, delivery: Delivery) -> None:
+        """Dead-letter a delivery that keeps failing. Of a bundle, the commands that can be
+        journaled are first, one at a time and in order (the journal drops them if the
+        bundle is replayed), so that they do not wait for a replay that would put them
+        behind the commands sent after them."""
+        message, envelopes = delivery
+        if len(envelopes) > 1:
+
+            async def apply_alone(singles: Sequence[Delivery]) -> None:
+                await self._apply([envelope for _, alone in singles for envelope in alone])
+
+            salvaged = await salvage_bundle(
+                delivery, apply_alone, name=f"shard-{self.shard}", on_failure=self._failed
+            )
+            if salvaged is None:
+                return  # the channel closed: the broker redelivers the bundle
+            if salvaged:
+                await message.ack()
+                return
+        await _dead_letter(delivery)
 
     def _failed(self) -> None:
         self._stale = True  # memory may be ahead of what committed

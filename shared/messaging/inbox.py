@@ -26,7 +26,7 @@ from shared.logging import correlation_id_var
 from shared.messaging.batching import DeliveryBatcher
 from shared.messaging.broker import Broker
 from shared.messaging.envelope import Envelope, EnvelopeError
-from shared.messaging.ordered import Delivery, commit_in_order
+from shared.messaging.ordered import Delivery, commit_in_order, salvage_bundle
 from shared.messaging.topology import QueueSpec
 from shared.metrics import (
     MESSAGES_CONSUMED,
@@ -399,27 +399,19 @@ class InboxConsumer:
         drops the applied ones if the bundle is replayed."""
         message, envelopes = delivery
         if len(envelopes) > 1:
-            failed: list[Envelope] = []
-
-            async def pass_over(single: Delivery) -> None:
-                failed.extend(single[1])
-                log.warning(
-                    "message in a bundle failed",
-                    extra={"consumer": self.name, "message_id": single[1][0].message_id},
-                )
 
             async def apply_alone(singles: Sequence[Delivery]) -> None:
                 await self._apply(singles, ack=False)
 
-            if not await commit_in_order(
-                [(message, [envelope]) for envelope in envelopes],
+            salvaged = await salvage_bundle(
+                delivery,
                 apply_alone,
-                set_aside=pass_over,
                 name=self.name,
                 on_failure=MESSAGES_FAILED.labels(self.name).inc,
-            ):
+            )
+            if salvaged is None:
                 return  # the channel closed: the broker redelivers the bundle
-            if not failed:  # each applies alone: nothing is left to set aside
+            if salvaged:  # each applies alone: nothing is left to set aside
                 await message.ack()
                 return
         MESSAGES_REJECTED.labels(self.name).inc()

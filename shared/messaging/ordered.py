@@ -109,3 +109,36 @@ async def commit_in_order(
                 await set_aside(deliveries[0])
                 return True
             await asyncio.sleep(backoff(attempt))
+
+
+async def salvage_bundle(
+    delivery: Delivery,
+    apply: Callable[[Sequence[Delivery]], Awaitable[None]],
+    *,
+    name: str,
+    on_failure: Callable[[], None] | None = None,
+) -> bool | None:
+    """Apply the messages of a bundle that is being set aside one at a time, in order,
+    each committed as ``commit_in_order`` commits a delivery (a transient fault waited out
+    in place, a message that keeps failing passed over), acknowledging nothing: what the
+    consumer's dedup drops if the bundle is replayed. True when every message applied,
+    False when some did not, None when the channel closed (the broker redelivers it)."""
+    message, envelopes = delivery
+    failed: list[Envelope] = []
+
+    async def pass_over(single: Delivery) -> None:
+        failed.extend(single[1])
+        log.warning(
+            "message in a bundle failed",
+            extra={"consumer": name, "message_id": single[1][0].message_id},
+        )
+
+    if not await commit_in_order(
+        [(message, [envelope]) for envelope in envelopes],
+        apply,
+        set_aside=pass_over,
+        name=name,
+        on_failure=on_failure,
+    ):
+        return None
+    return not failed

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.messaging import ordered
+from shared.messaging.envelope import Envelope
 
 
 @dataclass
@@ -110,3 +111,53 @@ async def test_a_closed_channel_stops_everything_after_the_failure() -> None:
     # it may be applied here (the broker redelivers them in order).
     assert store.committed == [1]
     assert store.set_aside == []
+
+
+@dataclass
+class BundleStore:
+    """A transactional store of a bundle's messages, by envelope."""
+
+    poison: set[int]
+    transient_failures: int
+    channel: _Channel = field(default_factory=_Channel)
+    close_after_failures: int | None = None
+    committed: list[int] = field(default_factory=list)
+    failures: int = 0
+
+    async def apply(self, singles: Sequence[ordered.Delivery]) -> None:
+        batch = [int(envelope.message_id) for _, envelopes in singles for envelope in envelopes]
+        if self.transient_failures > 0 or self.poison & set(batch):
+            self.failures += 1
+            if self.close_after_failures is not None and self.failures >= self.close_after_failures:
+                self.channel.is_closed = True
+            if self.transient_failures > 0:
+                self.transient_failures -= 1
+                raise asyncpg.exceptions.SerializationError("could not serialize access")
+            raise ValueError("a command the store refuses")
+        self.committed.extend(batch)
+
+    def bundle(self, count: int) -> ordered.Delivery:
+        message = cast(AbstractIncomingMessage, _Message("bundle", self.channel))
+        return message, [Envelope(str(n), "t", "test", "s", n + 1, {}) for n in range(count)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(min_value=2, max_value=20),
+    data=st.data(),
+    transient=st.integers(min_value=0, max_value=12),
+)
+async def test_a_salvaged_bundle_applies_all_but_its_poison_in_order(
+    count: int, data: Any, transient: int
+) -> None:
+    poison = set(data.draw(st.sets(st.integers(min_value=0, max_value=count - 1))))
+    store = BundleStore(poison=poison, transient_failures=transient)
+    salvaged = await ordered.salvage_bundle(store.bundle(count), store.apply, name="t")
+    assert salvaged is (not poison)
+    assert store.committed == [n for n in range(count) if n not in poison]
+
+
+async def test_a_salvage_stops_when_the_bundles_channel_closes() -> None:
+    store = BundleStore(poison={1}, transient_failures=0, close_after_failures=2)
+    assert await ordered.salvage_bundle(store.bundle(4), store.apply, name="t") is None
+    assert store.committed == [0]

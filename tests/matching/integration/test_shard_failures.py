@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts import BOOK_COMMAND, system_queues
+from shared.messaging.broker import bundle
 from shared.messaging.dead_letters import peek
 from shared.messaging.envelope import Envelope
 from shared.messaging.topology import Topology
@@ -21,7 +22,13 @@ from tests.matching.integration.test_matching_service import (
     new_order,
 )
 from tests.support import env
-from tests.support.book_commands import SHARDS, command_broker, command_envelope, publish_all
+from tests.support.book_commands import (
+    SHARDS,
+    command_broker,
+    command_envelope,
+    command_message,
+    publish_all,
+)
 from tests.support.refusals import refused_inserts
 from tests.support.services import ServiceProcess
 from tests.support.wait import wait_until
@@ -112,6 +119,40 @@ async def test_a_failing_command_is_dead_lettered_alone_and_the_rest_keep_their_
         dead = await dead_lettered_ids(broker_namespace, 0)
         assert "also-not-a-uuid" in dead
         assert not dead & set(ids), "a command sent with the poison was dead-lettered"
+    finally:
+        await service.stop()
+
+
+async def test_the_healthy_commands_of_a_bundle_with_a_poison_are_applied_in_order(
+    engine: AsyncEngine, database_url: str, broker_namespace: str
+) -> None:
+    """A bundle (one AMQP message of several commands, as custody's relay sends them) with
+    a command in it that can never be journaled: the bundle is dead-lettered, but its other
+    commands are journaled first, in order, and so are the commands sent after it."""
+    code = new_code(0)
+    commands = [command_envelope(c) for c in command_stream([code], 40, seed=14)]
+    poison = unjournalable("not-a-uuid-either", listing(code))
+    in_bundle, after = [*commands[:10], poison, *commands[10:20]], commands[20:]
+    async with command_broker(broker_namespace) as broker:
+        packed = bundle([command_message(e) for e in in_bundle], max_size=100)
+        assert len(packed) == 1
+        await broker.publish(packed)
+        await publish_all(broker, after)
+    service = matching_process()
+    await service.start()
+    try:
+        ids = [e.message_id for e in commands]
+
+        async def applied() -> bool:
+            return await journal_count(engine, ids) == len(ids)
+
+        await wait_until(applied, timeout=60, message="every command but the poison")
+        assert await journal_order(engine, ids) == ids
+
+        async def bundle_dead_lettered() -> bool:
+            return "not-a-uuid-either" in await dead_lettered_ids(broker_namespace, 0)
+
+        await wait_until(bundle_dead_lettered, timeout=60, message="the bundle dead-lettered")
     finally:
         await service.stop()
 
