@@ -202,7 +202,7 @@ class ShardWorker:
                 self._snapshot_in_background()
 
     async def _commit(self, items: Sequence[Delivery]) -> None:
-        await self._apply([envelope for _, envelopes in items for envelope in envelopes])
+        await self._apply_deliveries(items)
         crash_point("matching_after_commit")
         for message, _ in items:
             await message.ack()
@@ -213,21 +213,13 @@ class ShardWorker:
         journaled are first, one at a time and in order (the journal drops them if the
         bundle is replayed), so that they do not wait for a replay that would put them
         behind the commands sent after them."""
-        message, envelopes = delivery
-        if len(envelopes) > 1:
+        if not await salvage_bundle(
+            delivery, self._apply_deliveries, name=f"shard-{self.shard}", on_failure=self._failed
+        ):
+            await _dead_letter(delivery)
 
-            async def apply_alone(singles: Sequence[Delivery]) -> None:
-                await self._apply([envelope for _, alone in singles for envelope in alone])
-
-            salvaged = await salvage_bundle(
-                delivery, apply_alone, name=f"shard-{self.shard}", on_failure=self._failed
-            )
-            if salvaged is None:
-                return  # the channel closed: the broker redelivers the bundle
-            if salvaged:
-                await message.ack()
-                return
-        await _dead_letter(delivery)
+    async def _apply_deliveries(self, items: Sequence[Delivery]) -> None:
+        await self._apply([envelope for _, envelopes in items for envelope in envelopes])
 
     def _failed(self) -> None:
         self._stale = True  # memory may be ahead of what committed

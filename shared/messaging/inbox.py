@@ -397,23 +397,14 @@ class InboxConsumer:
         its messages one at a time, in order, each committed as a delivery is (a transient
         fault waited out in place, a message that keeps failing passed over); the inbox
         drops the applied ones if the bundle is replayed."""
-        message, envelopes = delivery
-        if len(envelopes) > 1:
-
-            async def apply_alone(singles: Sequence[Delivery]) -> None:
-                await self._apply(singles, ack=False)
-
-            salvaged = await salvage_bundle(
-                delivery,
-                apply_alone,
-                name=self.name,
-                on_failure=MESSAGES_FAILED.labels(self.name).inc,
-            )
-            if salvaged is None:
-                return  # the channel closed: the broker redelivers the bundle
-            if salvaged:  # each applies alone: nothing is left to set aside
-                await message.ack()
-                return
+        if await salvage_bundle(
+            delivery,
+            functools.partial(self._apply, ack=False),
+            name=self.name,
+            on_failure=MESSAGES_FAILED.labels(self.name).inc,
+        ):
+            return
+        message = delivery[0]
         MESSAGES_REJECTED.labels(self.name).inc()
         log.error(
             "message dead-lettered: its handler failed every time",

@@ -117,13 +117,16 @@ async def salvage_bundle(
     *,
     name: str,
     on_failure: Callable[[], None] | None = None,
-) -> bool | None:
-    """Apply the messages of a bundle that is being set aside one at a time, in order,
+) -> bool:
+    """Of a bundle being set aside, apply what can be: its messages one at a time, in order,
     each committed as ``commit_in_order`` commits a delivery (a transient fault waited out
-    in place, a message that keeps failing passed over), acknowledging nothing: what the
-    consumer's dedup drops if the bundle is replayed. True when every message applied,
-    False when some did not, None when the channel closed (the broker redelivers it)."""
+    in place, a message that keeps failing passed over); the consumer's dedup drops the
+    applied ones if the bundle is replayed. True when nothing is left to set aside: every
+    message applied (the bundle is acknowledged) or the channel closed (the broker
+    redelivers the bundle). False for a single message, or when one failed every time."""
     message, envelopes = delivery
+    if len(envelopes) < 2:
+        return False
     failed: list[Envelope] = []
 
     async def pass_over(single: Delivery) -> None:
@@ -140,5 +143,8 @@ async def salvage_bundle(
         name=name,
         on_failure=on_failure,
     ):
-        return None
-    return not failed
+        return True
+    if failed:
+        return False
+    await message.ack()
+    return True

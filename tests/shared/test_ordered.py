@@ -24,10 +24,15 @@ class _Channel:
 
 @dataclass
 class _Message:
-    """What ``commit_in_order`` reads of a delivery's message: its channel and id."""
+    """What ``commit_in_order`` reads of a delivery's message: its channel and id; and
+    whether it was acknowledged."""
 
     message_id: str
     channel: _Channel
+    acked: bool = False
+
+    async def ack(self) -> None:
+        self.acked = True
 
 
 @dataclass
@@ -136,9 +141,10 @@ class BundleStore:
             raise ValueError("a command the store refuses")
         self.committed.extend(batch)
 
-    def bundle(self, count: int) -> ordered.Delivery:
-        message = cast(AbstractIncomingMessage, _Message("bundle", self.channel))
-        return message, [Envelope(str(n), "t", "test", "s", n + 1, {}) for n in range(count)]
+    def bundle(self, count: int) -> tuple[_Message, ordered.Delivery]:
+        message = _Message("bundle", self.channel)
+        envelopes = [Envelope(str(n), "t", "test", "s", n + 1, {}) for n in range(count)]
+        return message, (cast(AbstractIncomingMessage, message), envelopes)
 
 
 @settings(max_examples=200, deadline=None)
@@ -152,12 +158,25 @@ async def test_a_salvaged_bundle_applies_all_but_its_poison_in_order(
 ) -> None:
     poison = set(data.draw(st.sets(st.integers(min_value=0, max_value=count - 1))))
     store = BundleStore(poison=poison, transient_failures=transient)
-    salvaged = await ordered.salvage_bundle(store.bundle(count), store.apply, name="t")
-    assert salvaged is (not poison)
+    message, delivery = store.bundle(count)
+    # settled (acknowledged) only when nothing is left for the dead-letter queue
+    assert await ordered.salvage_bundle(delivery, store.apply, name="t") is (not poison)
+    assert message.acked is (not poison)
     assert store.committed == [n for n in range(count) if n not in poison]
 
 
 async def test_a_salvage_stops_when_the_bundles_channel_closes() -> None:
     store = BundleStore(poison={1}, transient_failures=0, close_after_failures=2)
-    assert await ordered.salvage_bundle(store.bundle(4), store.apply, name="t") is None
+    message, delivery = store.bundle(4)
+    # nothing to dead-letter here (the broker redelivers the bundle), nothing acknowledged
+    assert await ordered.salvage_bundle(delivery, store.apply, name="t")
+    assert not message.acked
     assert store.committed == [0]
+
+
+async def test_a_single_message_is_not_salvaged() -> None:
+    store = BundleStore(poison=set(), transient_failures=0)
+    message, delivery = store.bundle(1)
+    assert not await ordered.salvage_bundle(delivery, store.apply, name="t")
+    assert store.committed == []
+    assert not message.acked

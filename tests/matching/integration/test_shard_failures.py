@@ -91,6 +91,16 @@ async def journal_order(engine: AsyncEngine, ids: list[str]) -> list[str]:
         return [m for (m,) in rows]
 
 
+async def wait_journaled_in_order(engine: AsyncEngine, ids: list[str]) -> None:
+    """Wait until every one of ``ids`` is in the journal, and check they are in that order."""
+
+    async def applied() -> bool:
+        return await journal_count(engine, ids) == len(ids)
+
+    await wait_until(applied, timeout=60, message="every command but the poison")
+    assert await journal_order(engine, ids) == ids
+
+
 async def dead_lettered_ids(broker_namespace: str, shard: int) -> set[str]:
     spec = next(q for q in system_queues(SHARDS) if q.name == f"matching.shard.{shard}")
     letters = await peek(env.AMQP_URL, Topology(broker_namespace), spec, 10_000)
@@ -110,12 +120,7 @@ async def test_a_failing_command_is_dead_lettered_alone_and_the_rest_keep_their_
     await service.start()
     try:
         ids = [e.message_id for e in commands]
-
-        async def applied() -> bool:
-            return await journal_count(engine, ids) == len(ids)
-
-        await wait_until(applied, timeout=60, message="every command but the poison")
-        assert await journal_order(engine, ids) == ids
+        await wait_journaled_in_order(engine, ids)
         dead = await dead_lettered_ids(broker_namespace, 0)
         assert "also-not-a-uuid" in dead
         assert not dead & set(ids), "a command sent with the poison was dead-lettered"
@@ -142,12 +147,7 @@ async def test_the_healthy_commands_of_a_bundle_with_a_poison_are_applied_in_ord
     await service.start()
     try:
         ids = [e.message_id for e in commands]
-
-        async def applied() -> bool:
-            return await journal_count(engine, ids) == len(ids)
-
-        await wait_until(applied, timeout=60, message="every command but the poison")
-        assert await journal_order(engine, ids) == ids
+        await wait_journaled_in_order(engine, ids)
 
         async def bundle_dead_lettered() -> bool:
             return "not-a-uuid-either" in await dead_lettered_ids(broker_namespace, 0)
