@@ -48,7 +48,7 @@ class Store:
     failures: int = 0
 
     async def commit(self, deliveries: Sequence[ordered.Delivery]) -> None:
-        batch = [number(delivery) for delivery in deliveries]
+        batch = [int(envelope.message_id) for _, envelopes in deliveries for envelope in envelopes]
         if self.transient_failures > 0:
             self.transient_failures -= 1
             self._failed()
@@ -64,14 +64,20 @@ class Store:
             self.channel.is_closed = True
 
     def delivery(self, n: int) -> ordered.Delivery:
-        return cast(AbstractIncomingMessage, _Message(str(n), self.channel)), []
+        return cast(AbstractIncomingMessage, _Message(str(n), self.channel)), [envelope(n)]
+
+    def bundle(self, count: int) -> tuple[_Message, ordered.Delivery]:
+        """One message carrying envelopes 0 .. count - 1."""
+        message = _Message("bundle", self.channel)
+        envelopes = [envelope(n) for n in range(count)]
+        return message, (cast(AbstractIncomingMessage, message), envelopes)
 
     async def aside(self, delivery: ordered.Delivery) -> None:
-        self.set_aside.append(number(delivery))
+        self.set_aside.extend(int(e.message_id) for e in delivery[1])
 
 
-def number(delivery: ordered.Delivery) -> int:
-    return int(delivery[0].message_id or "")
+def envelope(n: int) -> Envelope:
+    return Envelope(str(n), "t", "test", "s", n + 1, {})
 
 
 @pytest.fixture(autouse=True)
@@ -118,35 +124,6 @@ async def test_a_closed_channel_stops_everything_after_the_failure() -> None:
     assert store.set_aside == []
 
 
-@dataclass
-class BundleStore:
-    """A transactional store of a bundle's messages, by envelope."""
-
-    poison: set[int]
-    transient_failures: int
-    channel: _Channel = field(default_factory=_Channel)
-    close_after_failures: int | None = None
-    committed: list[int] = field(default_factory=list)
-    failures: int = 0
-
-    async def apply(self, singles: Sequence[ordered.Delivery]) -> None:
-        batch = [int(envelope.message_id) for _, envelopes in singles for envelope in envelopes]
-        if self.transient_failures > 0 or self.poison & set(batch):
-            self.failures += 1
-            if self.close_after_failures is not None and self.failures >= self.close_after_failures:
-                self.channel.is_closed = True
-            if self.transient_failures > 0:
-                self.transient_failures -= 1
-                raise asyncpg.exceptions.SerializationError("could not serialize access")
-            raise ValueError("a command the store refuses")
-        self.committed.extend(batch)
-
-    def bundle(self, count: int) -> tuple[_Message, ordered.Delivery]:
-        message = _Message("bundle", self.channel)
-        envelopes = [Envelope(str(n), "t", "test", "s", n + 1, {}) for n in range(count)]
-        return message, (cast(AbstractIncomingMessage, message), envelopes)
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     count=st.integers(min_value=2, max_value=20),
@@ -157,26 +134,26 @@ async def test_a_salvaged_bundle_applies_all_but_its_poison_in_order(
     count: int, data: Any, transient: int
 ) -> None:
     poison = set(data.draw(st.sets(st.integers(min_value=0, max_value=count - 1))))
-    store = BundleStore(poison=poison, transient_failures=transient)
+    store = Store(poison=poison, transient_failures=transient)
     message, delivery = store.bundle(count)
     # settled (acknowledged) only when nothing is left for the dead-letter queue
-    assert await ordered.salvage_bundle(delivery, store.apply, name="t") is (not poison)
+    assert await ordered.salvage_bundle(delivery, store.commit, name="t") is (not poison)
     assert message.acked is (not poison)
     assert store.committed == [n for n in range(count) if n not in poison]
 
 
 async def test_a_salvage_stops_when_the_bundles_channel_closes() -> None:
-    store = BundleStore(poison={1}, transient_failures=0, close_after_failures=2)
+    store = Store(poison={1}, transient_failures=0, close_after_failures=2)
     message, delivery = store.bundle(4)
     # nothing to dead-letter here (the broker redelivers the bundle), nothing acknowledged
-    assert await ordered.salvage_bundle(delivery, store.apply, name="t")
+    assert await ordered.salvage_bundle(delivery, store.commit, name="t")
     assert not message.acked
     assert store.committed == [0]
 
 
 async def test_a_single_message_is_not_salvaged() -> None:
-    store = BundleStore(poison=set(), transient_failures=0)
+    store = Store(poison=set(), transient_failures=0)
     message, delivery = store.bundle(1)
-    assert not await ordered.salvage_bundle(delivery, store.apply, name="t")
+    assert not await ordered.salvage_bundle(delivery, store.commit, name="t")
     assert store.committed == []
     assert not message.acked
