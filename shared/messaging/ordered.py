@@ -136,14 +136,13 @@ async def salvage_bundle(
             extra={"consumer": name, "message_id": single[1][0].message_id},
         )
 
-    if not await commit_in_order(
-        [(message, [envelope]) for envelope in envelopes],
-        apply,
-        set_aside=pass_over,
-        name=name,
-        on_failure=on_failure,
-    ):
-        return True
+    # Each message alone from the start: together they are the bundle, which has just
+    # failed every time.
+    for envelope in envelopes:
+        if not await commit_in_order(
+            [(message, [envelope])], apply, set_aside=pass_over, name=name, on_failure=on_failure
+        ):
+            return True
     if failed:
         return False
     await message.ack()
