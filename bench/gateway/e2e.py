@@ -304,15 +304,15 @@ class CpuMeter:
         what the rest of it spent (PostgreSQL's background processes, the kernel's threads,
         everything else running here), which the measured processes do not include."""
         n = max(orders, 1)
-        parts = [f"{name} {(after[name] - before.get(name, 0.0)) * 1000 / n:.2f}" for name in after]
-        total = sum(after[n] - before.get(n, 0.0) for n in after if n != "load generator")
+        spent = {name: after[name] - before.get(name, 0.0) for name in after}
+        total = sum(seconds for name, seconds in spent.items() if name != "load generator")
         rest = ""
         if machine_busy_seconds is not None:
-            measured = sum(after[n] - before.get(n, 0.0) for n in after)
+            measured = sum(spent.values())
             rest = f"; rest of the machine {(machine_busy_seconds - measured) * 1000 / n:.2f}"
         return (
             "CPU ms/order: "
-            + ", ".join(parts)
+            + ", ".join(f"{name} {seconds * 1000 / n:.2f}" for name, seconds in spent.items())
             + f"; exchange total {total * 1000 / n:.2f}"
             + f" (2 cores / that = {2 * n / max(total, 1e-9):,.0f} orders/s)"
             + rest
