@@ -1,6 +1,8 @@
 """Idempotent consumers: a message's id is recorded in the same transaction as its effect.
 
-A redelivered message finds its id already recorded and is acknowledged with no effect.
+A redelivered message finds its id already recorded, or its sequence at or below its
+stream's contiguous position (every message up to there was applied: the ids of those may
+since have been pruned, ``shared.messaging.retention``), and is acknowledged with no effect.
 A batch that fails is never returned to the queue, where it would come back behind later
 messages (``shared.messaging.ordered``): a transient fault is retried in place, and a
 message whose handler keeps failing is dead-lettered alone; a body that is not an
@@ -61,10 +63,19 @@ class Inbox:
     def __init__(self, schema: str, consumer: str) -> None:
         self.schema = check_identifier(schema)
         self.consumer = consumer
+        # A message is applied before when its id is recorded, or when its sequence is at
+        # or below its stream's contiguous position: every message up to there was applied,
+        # and their ids may since have been pruned (``shared.messaging.inbox_retention``).
         self._record = Statement(
             f"""
             INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
-            VALUES (:consumer, :message_id, :stream, :sequence)
+            SELECT CAST(:consumer AS text), CAST(:message_id AS uuid), CAST(:stream AS text),
+                   CAST(:sequence AS bigint)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {self.schema}.inbox_stream
+                WHERE consumer = CAST(:consumer AS text) AND stream = CAST(:stream AS text)
+                  AND contiguous_upto >= CAST(:sequence AS bigint)
+            )
             ON CONFLICT DO NOTHING
             RETURNING 1
             """
@@ -81,7 +92,8 @@ class Inbox:
             """
         )
         # A batch recorded and each of its streams' positions moved in one statement: the
-        # new messages' ids, then one row per stream with its position after the batch
+        # new messages' ids (neither recorded nor at or below their stream's contiguous
+        # position, as in ``_record``), then one row per stream with its position after the batch
         # (advanced over the batch's new sequences when they run on from it without a gap;
         # anything else, ``_close_gaps`` finishes). Streams' rows are taken in stream order.
         self._record_many = Statement(
@@ -91,6 +103,9 @@ class Inbox:
                 SELECT :consumer, m.message_id, m.stream, m.sequence
                 FROM unnest(CAST(:message_ids AS uuid[]), CAST(:streams AS text[]),
                             CAST(:sequences AS bigint[])) AS m(message_id, stream, sequence)
+                LEFT JOIN {self.schema}.inbox_stream p
+                       ON p.consumer = :consumer AND p.stream = m.stream
+                WHERE m.sequence > coalesce(p.contiguous_upto, 0)
                 ORDER BY m.message_id
                 ON CONFLICT DO NOTHING
                 RETURNING message_id, stream, sequence

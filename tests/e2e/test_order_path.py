@@ -2,6 +2,7 @@
 the fill into settlement obligations and releases what is no longer needed."""
 
 import asyncio
+import itertools
 import secrets
 import subprocess
 import sys
@@ -43,8 +44,15 @@ async def system(
         await asyncio.gather(custody.stop(), matching.stop())
 
 
+#: The stand-in gateway's stream numbers its commands as the gateway's outbox does: each
+#: once (custody takes a sequence at or below its position for a redelivery).
+_gateway_sequence = itertools.count(1)
+
+
 async def gateway_sends(broker: Broker, routing_key: str, payload: dict[str, Any]) -> None:
-    envelope = Envelope(str(uuid7()), routing_key, "gateway", "gateway", 1, payload)
+    envelope = Envelope(
+        str(uuid7()), routing_key, "gateway", "gateway", next(_gateway_sequence), payload
+    )
     await broker.publish([OutgoingMessage.from_envelope(routing_key, envelope)])
 
 
