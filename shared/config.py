@@ -28,6 +28,11 @@ class CommonSettings(BaseSettings):
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     #: How often a service deletes its published outbox rows past the retention.
     outbox_prune_interval_seconds: float = Field(default=600.0, gt=0)
+    #: How long inbox records are kept once their stream's position covers them (a
+    #: redelivery is then recognised by its sequence: ``shared.messaging.inbox``).
+    inbox_retention_hours: float = Field(default=72.0, gt=0)
+    #: How often a service deletes its inbox records past the retention.
+    inbox_prune_interval_seconds: float = Field(default=600.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     #: Matching shards; products are spread over them by code. Every service must agree.
     matching_shards: int = Field(default=2, ge=1, le=64)

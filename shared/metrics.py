@@ -33,6 +33,11 @@ OUTBOX_PUBLISHED = Counter(
 OUTBOX_PRUNED = Counter(
     "exchange_outbox_pruned_total", "Published outbox rows deleted after the retention", ["schema"]
 )
+INBOX_PRUNED = Counter(
+    "exchange_inbox_pruned_total",
+    "Inbox records deleted after the retention (their stream's position covers them)",
+    ["schema"],
+)
 RELAY_ERRORS = Counter("exchange_outbox_relay_errors_total", "Failed relay batches", ["schema"])
 READY = Gauge(
     "exchange_ready", "1 when the service's database and broker are reachable", ["service"]

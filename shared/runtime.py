@@ -26,7 +26,7 @@ from shared.messaging.inbox import (
     InboxConsumer,
 )
 from shared.messaging.outbox import Outbox, OutboxRelay
-from shared.messaging.retention import OutboxPruner
+from shared.messaging.retention import InboxPruner, OutboxPruner
 from shared.messaging.topology import QueueSpec, Topology
 from shared.metrics import READY
 
@@ -117,7 +117,7 @@ class ServiceRuntime:
             raise ValueError(f"consumer groups {grouped} must name distinct consumers of {names}")
         self._components = tuple(components)
         self._prune_outbox = prune_outbox
-        self._pruner: OutboxPruner | None = None
+        self._pruners: list[OutboxPruner | InboxPruner] = []
         # Every service declares every queue, so a message is routable as soon as any is up.
         declared = {
             q.name: q
@@ -160,13 +160,25 @@ class ServiceRuntime:
         )
         self._relay.start()
         if self._prune_outbox:
-            self._pruner = OutboxPruner(
-                self.schema,
-                database_url=settings.database_url,
-                retention_seconds=settings.outbox_retention_hours * 3600,
-                interval_seconds=settings.outbox_prune_interval_seconds,
+            self._pruners.append(
+                OutboxPruner(
+                    self.schema,
+                    database_url=settings.database_url,
+                    retention_seconds=settings.outbox_retention_hours * 3600,
+                    interval_seconds=settings.outbox_prune_interval_seconds,
+                )
             )
-            self._pruner.start()
+        if self._consumer_specs:
+            self._pruners.append(
+                InboxPruner(
+                    self.schema,
+                    database_url=settings.database_url,
+                    retention_seconds=settings.inbox_retention_hours * 3600,
+                    interval_seconds=settings.inbox_prune_interval_seconds,
+                )
+            )
+        for pruner in self._pruners:
+            pruner.start()
         self.driver = DriverPool(
             asyncpg_dsn(settings.database_url),
             max_connections=settings.db_pool_size,
@@ -210,8 +222,8 @@ class ServiceRuntime:
             await component.stop()
         for consumer in self._consumers:
             await consumer.stop()
-        if self._pruner is not None:
-            await self._pruner.stop()
+        for pruner in self._pruners:
+            await pruner.stop()
         if self._relay is not None:
             await self._relay.stop()
         await self.driver.close()

@@ -1,25 +1,34 @@
-"""Deleting outbox rows that were published long enough ago.
+"""Deleting messaging rows that are only history: published outbox rows, and inbox
+records that their stream's position covers, once older than the retention.
 
-A row at or below its stream's published position (``outbox_published``) is never read by
-the relay again: once older than the retention it is only history, and without pruning
-the outbox grows by every message the service ever sent. The pruner walks the outbox in
-id order from the oldest row, one chunk per statement (a short transaction each), deletes
-the chunk's published rows older than the cutoff, and stops at the first chunk that
-reaches a younger row. Rows not yet published are kept whatever their age, so a stuck
-relay loses nothing.
+**Outbox.** A row at or below its stream's published position (``outbox_published``) is
+never read by the relay again: once older than the retention it is only history, and
+without pruning the outbox grows by every message the service ever sent. The pruner walks
+the outbox in id order from the oldest row, one chunk per statement (a short transaction
+each), deletes the chunk's published rows older than the cutoff, and stops at the first
+chunk that reaches a younger row. Rows not yet published are kept whatever their age, so a
+stuck relay loses nothing.
 
 Matching keeps its outbox: a shard's recovery compares the events it replays with the ones
 it published since its snapshot (``docs/matching.md``).
+
+**Inbox.** A consumer recognises a message it applied before by its id, or by a sequence
+at or below its stream's contiguous position (``Inbox``): every message up to that
+position was applied. The ids of those messages are then only history, and the pruner
+deletes them once older than the retention, walking each consumer's records in id order
+(UUIDv7s, so time order) the same way. A record above a gap is kept whatever its age: it
+is how the consumer knows that message is applied until the gap closes.
 """
 
 import asyncio
 import logging
 import time
+from typing import Any
 
 import asyncpg
 
 from shared.db import asyncpg_dsn, check_identifier
-from shared.metrics import OUTBOX_PRUNED
+from shared.metrics import INBOX_PRUNED, OUTBOX_PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +36,64 @@ log = logging.getLogger(__name__)
 PRUNE_CHUNK = 5000
 
 
-class OutboxPruner:
+class _Pruner:
+    """Runs ``prune`` every interval, in the background, until stopped."""
+
+    kind = ""
+
+    def __init__(self, schema: str, *, database_url: str, interval_seconds: float) -> None:
+        self.schema = check_identifier(schema)
+        self._dsn = asyncpg_dsn(database_url)
+        self._interval_seconds = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def prune(self) -> int:
+        raise NotImplementedError
+
+    def _count(self, pruned: int) -> None:
+        raise NotImplementedError
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            server_settings={"application_name": f"{self.schema}-{self.kind}-pruner"},
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.kind}-pruner-{self.schema}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_seconds)
+            started = time.perf_counter()
+            try:
+                pruned = await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(f"{self.kind} pruning failed; will retry", extra={"error": repr(exc)})
+                continue
+            self._count(pruned)
+            if pruned:
+                log.info(
+                    f"{self.kind} pruned",
+                    extra={
+                        "schema": self.schema,
+                        "rows": pruned,
+                        "seconds": round(time.perf_counter() - started, 3),
+                    },
+                )
+
+
+class OutboxPruner(_Pruner):
+    kind = "outbox"
+
     def __init__(
         self,
         schema: str,
@@ -37,12 +103,9 @@ class OutboxPruner:
         interval_seconds: float,
         chunk: int = PRUNE_CHUNK,
     ) -> None:
-        self.schema = check_identifier(schema)
-        self._dsn = asyncpg_dsn(database_url)
+        super().__init__(schema, database_url=database_url, interval_seconds=interval_seconds)
         self._retention_seconds = retention_seconds
-        self._interval_seconds = interval_seconds
         self._chunk = chunk
-        self._task: asyncio.Task[None] | None = None
         #: Below this id nothing is left: a run starts here, not at the first id, so it does
         #: not walk again over the rows earlier runs deleted (dead until a vacuum).
         self._floor = 0
@@ -72,9 +135,7 @@ class OutboxPruner:
 
     async def prune(self) -> int:
         """Delete every published row older than the retention; how many were deleted."""
-        conn = await asyncpg.connect(
-            self._dsn, server_settings={"application_name": f"{self.schema}-outbox-pruner"}
-        )
+        conn = await self._connect()
         try:
             cutoff = await conn.fetchval(
                 "SELECT now() - make_interval(secs => $1)", self._retention_seconds
@@ -96,33 +157,100 @@ class OutboxPruner:
         finally:
             await conn.close()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"outbox-pruner-{self.schema}")
+    def _count(self, pruned: int) -> None:
+        OUTBOX_PRUNED.labels(self.schema).inc(pruned)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
-    async def _run(self) -> None:
+_NO_ID = "00000000-0000-0000-0000-000000000000"
+
+
+class InboxPruner(_Pruner):
+    """Deletes inbox records older than the retention whose sequence is at or below their
+    stream's contiguous position, consumer by consumer."""
+
+    kind = "inbox"
+
+    def __init__(
+        self,
+        schema: str,
+        *,
+        database_url: str,
+        retention_seconds: float,
+        interval_seconds: float,
+        chunk: int = PRUNE_CHUNK,
+    ) -> None:
+        super().__init__(schema, database_url=database_url, interval_seconds=interval_seconds)
+        self._retention_seconds = retention_seconds
+        self._chunk = chunk
+        #: Per consumer, the first record the last run kept: a run starts there, not at
+        #: the first id, so it does not walk again over dead rows a vacuum has not removed.
+        self._floors: dict[str, str] = {}
+        self._consumers = f"SELECT DISTINCT consumer FROM {self.schema}.inbox_stream"
+        # $1: the consumer, $2: where the chunk starts (at the id with the first statement
+        # of a run, past it with the rest), $3: the chunk, $4: the cutoff. A chunk's
+        # records and positions are read in the statement's snapshot: a position moved
+        # meanwhile only leaves records for the next run. uuid has no min or max, hence
+        # the ORDER BY ... LIMIT 1.
+        self._prune_chunk = {
+            op: f"""
+            WITH chunk AS MATERIALIZED (
+                SELECT message_id, stream, sequence, received_at FROM {self.schema}.inbox
+                WHERE consumer = $1 AND message_id {op} $2::uuid
+                ORDER BY message_id LIMIT $3
+            ), doomed AS (
+                SELECT c.message_id FROM chunk c
+                JOIN {self.schema}.inbox_stream p
+                  ON p.consumer = $1 AND p.stream = c.stream AND c.sequence <= p.contiguous_upto
+                WHERE c.received_at < $4
+            ), pruned AS (
+                DELETE FROM {self.schema}.inbox i
+                WHERE i.consumer = $1 AND i.message_id = ANY(ARRAY(SELECT message_id FROM doomed))
+                RETURNING i.message_id
+            )
+            SELECT (SELECT count(*) FROM pruned) AS pruned,
+                   (SELECT message_id FROM chunk
+                    WHERE message_id NOT IN (SELECT message_id FROM pruned)
+                    ORDER BY message_id LIMIT 1) AS first_kept,
+                   (SELECT message_id FROM chunk ORDER BY message_id DESC LIMIT 1) AS last_id,
+                   coalesce((SELECT bool_and(received_at < $4) FROM chunk), false) AS all_old
+            """
+            for op in (">=", ">")
+        }
+
+    async def prune(self) -> int:
+        """Delete every covered record older than the retention; how many were deleted."""
+        conn = await self._connect()
+        try:
+            cutoff = await conn.fetchval(
+                "SELECT now() - make_interval(secs => $1)", self._retention_seconds
+            )
+            total = 0
+            for (consumer,) in await conn.fetch(self._consumers):
+                total += await self._prune_consumer(conn, consumer, cutoff)
+            return total
+        finally:
+            await conn.close()
+
+    async def _prune_consumer(self, conn: asyncpg.Connection, consumer: str, cutoff: Any) -> int:
+        total, start, op = 0, self._floors.get(consumer, _NO_ID), ">="
+        first_kept: str | None = None
         while True:
-            await asyncio.sleep(self._interval_seconds)
-            started = time.perf_counter()
-            try:
-                pruned = await self.prune()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox pruning failed; will retry", extra={"error": repr(exc)})
-                continue
-            OUTBOX_PRUNED.labels(self.schema).inc(pruned)
-            if pruned:
-                log.info(
-                    "outbox pruned",
-                    extra={
-                        "schema": self.schema,
-                        "rows": pruned,
-                        "seconds": round(time.perf_counter() - started, 3),
-                    },
-                )
+            row = await conn.fetchrow(self._prune_chunk[op], consumer, start, self._chunk, cutoff)
+            total += int(row["pruned"])
+            if first_kept is None and row["first_kept"] is not None:
+                first_kept = str(row["first_kept"])
+            if row["last_id"] is None:
+                break
+            start, op = str(row["last_id"]), ">"
+            if not row["all_old"]:
+                break
+        # Everything before the first record kept (above a gap, or the first young one) is
+        # gone; when nothing was kept, everything up to the last record looked at.
+        if first_kept is not None:
+            self._floors[consumer] = first_kept
+        elif op == ">":
+            self._floors[consumer] = start
+        return total
+
+    def _count(self, pruned: int) -> None:
+        INBOX_PRUNED.labels(self.schema).inc(pruned)
