@@ -23,9 +23,11 @@ is how the consumer knows that message is applied until the gap closes.
 import asyncio
 import logging
 import time
-from typing import Any
+from datetime import datetime
+from typing import ClassVar
 
 import asyncpg
+from prometheus_client import Counter
 
 from shared.db import asyncpg_dsn, check_identifier
 from shared.metrics import INBOX_PRUNED, OUTBOX_PRUNED
@@ -37,27 +39,49 @@ PRUNE_CHUNK = 5000
 
 
 class _Pruner:
-    """Runs ``prune`` every interval, in the background, until stopped."""
+    """Deletes rows past the retention every interval, in the background, until stopped.
+    A run computes one cutoff and hands it, with a connection of its own, to ``_prune``."""
 
-    kind = ""
+    #: What is pruned (in task, connection and log names), and the metric counting it.
+    kind: ClassVar[str]
+    counter: ClassVar[Counter]
 
-    def __init__(self, schema: str, *, database_url: str, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        schema: str,
+        *,
+        database_url: str,
+        retention_seconds: float,
+        interval_seconds: float,
+        chunk: int = PRUNE_CHUNK,
+    ) -> None:
         self.schema = check_identifier(schema)
         self._dsn = asyncpg_dsn(database_url)
+        self._retention_seconds = retention_seconds
         self._interval_seconds = interval_seconds
+        self._chunk = chunk
         self._task: asyncio.Task[None] | None = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """The subclass's statements and walking state."""
 
     async def prune(self) -> int:
-        raise NotImplementedError
-
-    def _count(self, pruned: int) -> None:
-        raise NotImplementedError
-
-    async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
+        """Delete every row past the retention that may go; how many were deleted."""
+        conn = await asyncpg.connect(
             self._dsn,
             server_settings={"application_name": f"{self.schema}-{self.kind}-pruner"},
         )
+        try:
+            cutoff = await conn.fetchval(
+                "SELECT now() - make_interval(secs => $1)", self._retention_seconds
+            )
+            return await self._prune(conn, cutoff)
+        finally:
+            await conn.close()
+
+    async def _prune(self, conn: asyncpg.Connection, cutoff: datetime) -> int:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.kind}-pruner-{self.schema}")
@@ -79,7 +103,7 @@ class _Pruner:
             except Exception as exc:
                 log.warning(f"{self.kind} pruning failed; will retry", extra={"error": repr(exc)})
                 continue
-            self._count(pruned)
+            self.counter.labels(self.schema).inc(pruned)
             if pruned:
                 log.info(
                     f"{self.kind} pruned",
@@ -93,19 +117,9 @@ class _Pruner:
 
 class OutboxPruner(_Pruner):
     kind = "outbox"
+    counter = OUTBOX_PRUNED
 
-    def __init__(
-        self,
-        schema: str,
-        *,
-        database_url: str,
-        retention_seconds: float,
-        interval_seconds: float,
-        chunk: int = PRUNE_CHUNK,
-    ) -> None:
-        super().__init__(schema, database_url=database_url, interval_seconds=interval_seconds)
-        self._retention_seconds = retention_seconds
-        self._chunk = chunk
+    def _prepare(self) -> None:
         #: Below this id nothing is left: a run starts here, not at the first id, so it does
         #: not walk again over the rows earlier runs deleted (dead until a vacuum).
         self._floor = 0
@@ -133,32 +147,22 @@ class OutboxPruner(_Pruner):
                    coalesce((SELECT bool_and(created_at < $3) FROM chunk), false) AS all_old
             """
 
-    async def prune(self) -> int:
-        """Delete every published row older than the retention; how many were deleted."""
-        conn = await self._connect()
-        try:
-            cutoff = await conn.fetchval(
-                "SELECT now() - make_interval(secs => $1)", self._retention_seconds
-            )
-            total, after = 0, self._floor
-            first_kept: int | None = None
-            while True:
-                row = await conn.fetchrow(self._prune_chunk, after, self._chunk, cutoff)
-                total += int(row["pruned"])
-                if first_kept is None and row["first_kept"] is not None:
-                    first_kept = int(row["first_kept"])
-                if row["last_id"] is None or not row["all_old"]:
-                    break
-                after = int(row["last_id"])
-            # Everything below the first row kept (unpublished, or the first young one) is
-            # gone; when nothing was kept, everything up to the last row looked at.
-            self._floor = first_kept - 1 if first_kept is not None else after
-            return total
-        finally:
-            await conn.close()
-
-    def _count(self, pruned: int) -> None:
-        OUTBOX_PRUNED.labels(self.schema).inc(pruned)
+    async def _prune(self, conn: asyncpg.Connection, cutoff: datetime) -> int:
+        """Delete every published row older than the cutoff."""
+        total, after = 0, self._floor
+        first_kept: int | None = None
+        while True:
+            row = await conn.fetchrow(self._prune_chunk, after, self._chunk, cutoff)
+            total += int(row["pruned"])
+            if first_kept is None and row["first_kept"] is not None:
+                first_kept = int(row["first_kept"])
+            if row["last_id"] is None or not row["all_old"]:
+                break
+            after = int(row["last_id"])
+        # Everything below the first row kept (unpublished, or the first young one) is
+        # gone; when nothing was kept, everything up to the last row looked at.
+        self._floor = first_kept - 1 if first_kept is not None else after
+        return total
 
 
 _NO_ID = "00000000-0000-0000-0000-000000000000"
@@ -169,19 +173,9 @@ class InboxPruner(_Pruner):
     stream's contiguous position, consumer by consumer."""
 
     kind = "inbox"
+    counter = INBOX_PRUNED
 
-    def __init__(
-        self,
-        schema: str,
-        *,
-        database_url: str,
-        retention_seconds: float,
-        interval_seconds: float,
-        chunk: int = PRUNE_CHUNK,
-    ) -> None:
-        super().__init__(schema, database_url=database_url, interval_seconds=interval_seconds)
-        self._retention_seconds = retention_seconds
-        self._chunk = chunk
+    def _prepare(self) -> None:
         #: Per consumer, the first record the last run kept: a run starts there, not at
         #: the first id, so it does not walk again over dead rows a vacuum has not removed.
         self._floors: dict[str, str] = {}
@@ -217,21 +211,16 @@ class InboxPruner(_Pruner):
             for op in (">=", ">")
         }
 
-    async def prune(self) -> int:
-        """Delete every covered record older than the retention; how many were deleted."""
-        conn = await self._connect()
-        try:
-            cutoff = await conn.fetchval(
-                "SELECT now() - make_interval(secs => $1)", self._retention_seconds
-            )
-            total = 0
-            for (consumer,) in await conn.fetch(self._consumers):
-                total += await self._prune_consumer(conn, consumer, cutoff)
-            return total
-        finally:
-            await conn.close()
+    async def _prune(self, conn: asyncpg.Connection, cutoff: datetime) -> int:
+        """Delete every covered record older than the cutoff, consumer by consumer."""
+        total = 0
+        for (consumer,) in await conn.fetch(self._consumers):
+            total += await self._prune_consumer(conn, consumer, cutoff)
+        return total
 
-    async def _prune_consumer(self, conn: asyncpg.Connection, consumer: str, cutoff: Any) -> int:
+    async def _prune_consumer(
+        self, conn: asyncpg.Connection, consumer: str, cutoff: datetime
+    ) -> int:
         total, start, op = 0, self._floors.get(consumer, _NO_ID), ">="
         first_kept: str | None = None
         while True:
@@ -251,6 +240,3 @@ class InboxPruner(_Pruner):
         elif op == ">":
             self._floors[consumer] = start
         return total
-
-    def _count(self, pruned: int) -> None:
-        INBOX_PRUNED.labels(self.schema).inc(pruned)
