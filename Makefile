@@ -57,6 +57,7 @@ bench: bench-peers
 	$(BIN)/python -m bench.gateway.run
 	$(BIN)/python -m bench.gateway.e2e
 	$(BIN)/python -m bench.sql.overhead
+	$(BIN)/python -m bench.messaging.pruning
 
 # End of day through the real clearing and custody processes (about 15 minutes, most of it
 # untimed setup and the capture of 1,000,000 trades); see docs/benchmarks.md "Clearing".

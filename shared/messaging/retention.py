@@ -183,22 +183,23 @@ class InboxPruner(_Pruner):
         # $1: the consumer, $2: where the chunk starts (at the id with the first statement
         # of a run, past it with the rest), $3: the chunk, $4: the cutoff. A chunk's
         # records and positions are read in the statement's snapshot: a position moved
-        # meanwhile only leaves records for the next run. uuid has no min or max, hence
-        # the ORDER BY ... LIMIT 1.
+        # meanwhile only leaves records for the next run. The rows are deleted by their
+        # ctid, read in the same statement (2.5 times faster than by key:
+        # bench/messaging/pruning.py). uuid has no min or max, hence the ORDER BY ... LIMIT 1.
         self._prune_chunk = {
             op: f"""
             WITH chunk AS MATERIALIZED (
-                SELECT message_id, stream, sequence, received_at FROM {self.schema}.inbox
+                SELECT ctid, message_id, stream, sequence, received_at FROM {self.schema}.inbox
                 WHERE consumer = $1 AND message_id {op} $2::uuid
                 ORDER BY message_id LIMIT $3
             ), doomed AS (
-                SELECT c.message_id FROM chunk c
+                SELECT c.ctid FROM chunk c
                 JOIN {self.schema}.inbox_stream p
                   ON p.consumer = $1 AND p.stream = c.stream AND c.sequence <= p.contiguous_upto
                 WHERE c.received_at < $4
             ), pruned AS (
                 DELETE FROM {self.schema}.inbox i
-                WHERE i.consumer = $1 AND i.message_id = ANY(ARRAY(SELECT message_id FROM doomed))
+                WHERE i.ctid = ANY(ARRAY(SELECT ctid FROM doomed))
                 RETURNING i.message_id
             )
             SELECT (SELECT count(*) FROM pruned) AS pruned,
