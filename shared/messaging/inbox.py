@@ -65,7 +65,7 @@ class Inbox:
         self.consumer = consumer
         # A message is applied before when its id is recorded, or when its sequence is at
         # or below its stream's contiguous position: every message up to there was applied,
-        # and their ids may since have been pruned (``shared.messaging.inbox_retention``).
+        # and their ids may since have been pruned (``shared.messaging.retention``).
         self._record = Statement(
             f"""
             INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
