@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import asyncpg
 from prometheus_client import Counter
@@ -61,10 +61,19 @@ class _Pruner:
         self._interval_seconds = interval_seconds
         self._chunk = chunk
         self._task: asyncio.Task[None] | None = None
-        self._prepare()
+        #: Per walk (one a table, or one a consumer), the first row the last run kept: a
+        #: run starts there, not at the first id, so it does not walk again over the rows
+        #: earlier runs deleted (dead until a vacuum).
+        self._floors: dict[str, Any] = {}
+        #: The chunk statement, for the first chunk of a run (">=": from the floor) and the
+        #: rest (">": past the last row looked at). Its parameters: the walk's own, then
+        #: where the chunk starts, the chunk's size and the cutoff. It deletes the chunk's
+        #: rows that may go and answers how many it deleted, the first row it kept, the last
+        #: row it looked at and whether all its rows were older than the cutoff.
+        self._prune_chunk = {op: self._chunk_sql(op) for op in (">=", ">")}
 
-    def _prepare(self) -> None:
-        """The subclass's statements and walking state."""
+    def _chunk_sql(self, op: str) -> str:
+        raise NotImplementedError
 
     async def prune(self) -> int:
         """Delete every row past the retention that may go; how many were deleted."""
@@ -82,6 +91,32 @@ class _Pruner:
 
     async def _prune(self, conn: asyncpg.Connection, cutoff: datetime) -> int:
         raise NotImplementedError
+
+    async def _walk(
+        self, conn: asyncpg.Connection, cutoff: datetime, walk: str, first: Any, *args: Any
+    ) -> int:
+        """One walk of a run: chunk after chunk in id order from the walk's floor (``first``
+        the first time), up to the first chunk holding a row younger than the cutoff; how
+        many rows it deleted."""
+        total, start, op = 0, self._floors.get(walk, first), ">="
+        first_kept: Any = None
+        while True:
+            row = await conn.fetchrow(self._prune_chunk[op], *args, start, self._chunk, cutoff)
+            total += int(row["pruned"])
+            if first_kept is None and row["first_kept"] is not None:
+                first_kept = row["first_kept"]
+            if row["last_id"] is None:
+                break
+            start, op = row["last_id"], ">"
+            if not row["all_old"]:
+                break
+        # Everything before the first row kept (one that may not go yet, or the first young
+        # one) is gone; when nothing was kept, everything up to the last row looked at.
+        if first_kept is not None:
+            self._floors[walk] = first_kept
+        elif op == ">":
+            self._floors[walk] = start
+        return total
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.kind}-pruner-{self.schema}")
@@ -119,17 +154,14 @@ class OutboxPruner(_Pruner):
     kind = "outbox"
     counter = OUTBOX_PRUNED
 
-    def _prepare(self) -> None:
-        #: Below this id nothing is left: a run starts here, not at the first id, so it does
-        #: not walk again over the rows earlier runs deleted (dead until a vacuum).
-        self._floor = 0
-        # $1: the last id looked at, $2: the chunk, $3: the cutoff. Every statement of a run
-        # uses the run's cutoff; a chunk's rows are read in the statement's snapshot, so a
-        # position recorded meanwhile only leaves rows for the next run.
-        self._prune_chunk = f"""
+    def _chunk_sql(self, op: str) -> str:
+        # $1: where the chunk starts, $2: the chunk, $3: the cutoff. Every statement of a
+        # run uses the run's cutoff; a chunk's rows are read in the statement's snapshot, so
+        # a position recorded meanwhile only leaves rows for the next run.
+        return f"""
             WITH chunk AS MATERIALIZED (
                 SELECT id, stream, sequence, created_at FROM {self.schema}.outbox
-                WHERE id > $1 ORDER BY id LIMIT $2
+                WHERE id {op} $1 ORDER BY id LIMIT $2
             ), doomed AS (
                 SELECT c.id FROM chunk c
                 JOIN {self.schema}.outbox_published p
@@ -149,20 +181,7 @@ class OutboxPruner(_Pruner):
 
     async def _prune(self, conn: asyncpg.Connection, cutoff: datetime) -> int:
         """Delete every published row older than the cutoff."""
-        total, after = 0, self._floor
-        first_kept: int | None = None
-        while True:
-            row = await conn.fetchrow(self._prune_chunk, after, self._chunk, cutoff)
-            total += int(row["pruned"])
-            if first_kept is None and row["first_kept"] is not None:
-                first_kept = int(row["first_kept"])
-            if row["last_id"] is None or not row["all_old"]:
-                break
-            after = int(row["last_id"])
-        # Everything below the first row kept (unpublished, or the first young one) is
-        # gone; when nothing was kept, everything up to the last row looked at.
-        self._floor = first_kept - 1 if first_kept is not None else after
-        return total
+        return await self._walk(conn, cutoff, "outbox", 0)
 
 
 _NO_ID = "00000000-0000-0000-0000-000000000000"
@@ -175,19 +194,13 @@ class InboxPruner(_Pruner):
     kind = "inbox"
     counter = INBOX_PRUNED
 
-    def _prepare(self) -> None:
-        #: Per consumer, the first record the last run kept: a run starts there, not at
-        #: the first id, so it does not walk again over dead rows a vacuum has not removed.
-        self._floors: dict[str, str] = {}
-        self._consumers = f"SELECT DISTINCT consumer FROM {self.schema}.inbox_stream"
-        # $1: the consumer, $2: where the chunk starts (at the id with the first statement
-        # of a run, past it with the rest), $3: the chunk, $4: the cutoff. A chunk's
-        # records and positions are read in the statement's snapshot: a position moved
-        # meanwhile only leaves records for the next run. The rows are deleted by their
-        # ctid, read in the same statement (2.5 times faster than by key:
+    def _chunk_sql(self, op: str) -> str:
+        # $1: the consumer, $2: where the chunk starts, $3: the chunk, $4: the cutoff. A
+        # chunk's records and positions are read in the statement's snapshot: a position
+        # moved meanwhile only leaves records for the next run. The rows are deleted by
+        # their ctid, read in the same statement (2.5 times faster than by key:
         # bench/messaging/pruning.py). uuid has no min or max, hence the ORDER BY ... LIMIT 1.
-        self._prune_chunk = {
-            op: f"""
+        return f"""
             WITH chunk AS MATERIALIZED (
                 SELECT ctid, message_id, stream, sequence, received_at FROM {self.schema}.inbox
                 WHERE consumer = $1 AND message_id {op} $2::uuid
@@ -209,35 +222,12 @@ class InboxPruner(_Pruner):
                    (SELECT message_id FROM chunk ORDER BY message_id DESC LIMIT 1) AS last_id,
                    coalesce((SELECT bool_and(received_at < $4) FROM chunk), false) AS all_old
             """
-            for op in (">=", ">")
-        }
 
     async def _prune(self, conn: asyncpg.Connection, cutoff: datetime) -> int:
         """Delete every covered record older than the cutoff, consumer by consumer."""
         total = 0
-        for (consumer,) in await conn.fetch(self._consumers):
-            total += await self._prune_consumer(conn, consumer, cutoff)
-        return total
-
-    async def _prune_consumer(
-        self, conn: asyncpg.Connection, consumer: str, cutoff: datetime
-    ) -> int:
-        total, start, op = 0, self._floors.get(consumer, _NO_ID), ">="
-        first_kept: str | None = None
-        while True:
-            row = await conn.fetchrow(self._prune_chunk[op], consumer, start, self._chunk, cutoff)
-            total += int(row["pruned"])
-            if first_kept is None and row["first_kept"] is not None:
-                first_kept = str(row["first_kept"])
-            if row["last_id"] is None:
-                break
-            start, op = str(row["last_id"]), ">"
-            if not row["all_old"]:
-                break
-        # Everything before the first record kept (above a gap, or the first young one) is
-        # gone; when nothing was kept, everything up to the last record looked at.
-        if first_kept is not None:
-            self._floors[consumer] = first_kept
-        elif op == ">":
-            self._floors[consumer] = start
+        for (consumer,) in await conn.fetch(
+            f"SELECT DISTINCT consumer FROM {self.schema}.inbox_stream"
+        ):
+            total += await self._walk(conn, cutoff, consumer, _NO_ID, consumer)
         return total
