@@ -159,30 +159,26 @@ class ServiceRuntime:
             poll_seconds=settings.relay_poll_seconds,
         )
         self._relay.start()
-        # What each service keeps of its messaging tables (matching keeps its outbox for
-        # recovery; a service without inbox consumers has no inbox to prune).
-        retention: list[tuple[type[OutboxPruner | InboxPruner], float, float]] = []
+        # Matching keeps its outbox for recovery; a service without inbox consumers has no
+        # inbox to prune.
         if self._prune_outbox:
-            retention.append(
-                (
-                    OutboxPruner,
-                    settings.outbox_retention_hours,
-                    settings.outbox_prune_interval_seconds,
+            self._pruners.append(
+                OutboxPruner(
+                    self.schema,
+                    database_url=settings.database_url,
+                    retention_seconds=settings.outbox_retention_hours * 3600,
+                    interval_seconds=settings.outbox_prune_interval_seconds,
                 )
             )
         if self._consumer_specs:
-            retention.append(
-                (InboxPruner, settings.inbox_retention_hours, settings.inbox_prune_interval_seconds)
+            self._pruners.append(
+                InboxPruner(
+                    self.schema,
+                    database_url=settings.database_url,
+                    retention_seconds=settings.inbox_retention_hours * 3600,
+                    interval_seconds=settings.inbox_prune_interval_seconds,
+                )
             )
-        self._pruners = [
-            kind(
-                self.schema,
-                database_url=settings.database_url,
-                retention_seconds=hours * 3600,
-                interval_seconds=interval,
-            )
-            for kind, hours, interval in retention
-        ]
         for pruner in self._pruners:
             pruner.start()
         self.driver = DriverPool(
