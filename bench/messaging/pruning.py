@@ -22,6 +22,8 @@ from rich.console import Console
 
 from shared.db import asyncpg_dsn, make_engine
 from shared.messaging.retention import InboxPruner
+from shared.migrations import ensure_database
+from tests.support.databases import drop_database
 from tests.support.msgtest import SCHEMA, create_schema
 
 BASE = os.environ.get("EXCHANGE_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -74,10 +76,8 @@ async def fill(conn: asyncpg.Connection, records: int, consumers: int) -> tuple[
 
 
 async def main(records: int, consumers: int) -> None:
-    database = f"exchange_bench_prune_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(asyncpg_dsn(BASE + "/postgres"))
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    url = f"{BASE}/{database}"
+    url = f"{BASE}/exchange_bench_prune_{secrets.token_hex(3)}"
+    await ensure_database(url)
     try:
         engine = make_engine(url, pool_size=1)
         await create_schema(engine)
@@ -106,8 +106,7 @@ async def main(records: int, consumers: int) -> None:
         finally:
             await conn.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(url)
     console.print(
         f"{inserted:,} records, {consumers} consumers x {STREAMS} streams "
         f"({GAP_RECORDS} above a gap per consumer kept)"
