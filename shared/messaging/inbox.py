@@ -63,56 +63,44 @@ class Inbox:
     def __init__(self, schema: str, consumer: str) -> None:
         self.schema = check_identifier(schema)
         self.consumer = consumer
-        # A message is applied before when its id is recorded, or when its sequence is at
-        # or below its stream's contiguous position: every message up to there was applied,
-        # and their ids may since have been pruned (``shared.messaging.retention``).
-        self._record = Statement(
-            f"""
-            INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
-            SELECT CAST(:consumer AS text), CAST(:message_id AS uuid), CAST(:stream AS text),
-                   CAST(:sequence AS bigint)
-            WHERE NOT EXISTS (
-                SELECT 1 FROM {self.schema}.inbox_stream
-                WHERE consumer = CAST(:consumer AS text) AND stream = CAST(:stream AS text)
-                  AND contiguous_upto >= CAST(:sequence AS bigint)
-            )
-            ON CONFLICT DO NOTHING
-            RETURNING 1
-            """
-        )
-        self._position = Statement(
-            f"""
-            INSERT INTO {self.schema}.inbox_stream AS s (consumer, stream, contiguous_upto, highest_seen)
-            VALUES (:consumer, :stream, CASE WHEN :sequence = 1 THEN 1 ELSE 0 END, :sequence)
-            ON CONFLICT (consumer, stream) DO UPDATE SET
-                highest_seen = greatest(s.highest_seen, EXCLUDED.highest_seen),
-                contiguous_upto = CASE WHEN s.contiguous_upto + 1 = :sequence
-                                       THEN :sequence ELSE s.contiguous_upto END
-            RETURNING contiguous_upto, highest_seen
-            """
-        )
-        # A batch recorded and each of its streams' positions moved in one statement: the
-        # new messages' ids (neither recorded nor at or below their stream's contiguous
-        # position, as in ``_record``), then one row per stream with its position after the batch
-        # (advanced over the batch's new sequences when they run on from it without a gap;
-        # anything else, ``_close_gaps`` finishes). Streams' rows are taken in stream order.
+        # A batch recorded and each of its streams' positions moved in one statement. A
+        # message at or below its stream's contiguous position was applied before. When no
+        # gap is open on its stream (nothing applied past the position, so nothing recorded
+        # there), a new message that runs on from the position (the batch's sequences past
+        # it, in order, each one more than the last) only moves the position: its id is not
+        # written, because the position alone says it was applied (a stream numbers each
+        # message once). Any other message has its id recorded, and is recognised by it
+        # until the position covers it (``_close_gaps``; the pruner deletes such records
+        # later). Then one row per stream with its position after the batch. Streams' rows
+        # are taken in stream order.
         self._record_many = Statement(
             f"""
-            WITH recorded AS (
-                INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
-                SELECT :consumer, m.message_id, m.stream, m.sequence
+            WITH batch AS (
+                SELECT m.message_id, m.stream, m.sequence,
+                       coalesce(p.highest_seen = p.contiguous_upto, true)
+                       AND m.sequence = coalesce(p.contiguous_upto, 0)
+                           + dense_rank() OVER (PARTITION BY m.stream ORDER BY m.sequence)
+                           AS runs_on
                 FROM unnest(CAST(:message_ids AS uuid[]), CAST(:streams AS text[]),
                             CAST(:sequences AS bigint[])) AS m(message_id, stream, sequence)
                 LEFT JOIN {self.schema}.inbox_stream p
                        ON p.consumer = :consumer AND p.stream = m.stream
                 WHERE m.sequence > coalesce(p.contiguous_upto, 0)
-                ORDER BY m.message_id
+            ), recorded AS (
+                INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
+                SELECT :consumer, message_id, stream, sequence FROM batch
+                WHERE NOT runs_on
+                ORDER BY message_id
                 ON CONFLICT DO NOTHING
                 RETURNING message_id, stream, sequence
+            ), applied AS (
+                SELECT message_id, stream, sequence FROM batch WHERE runs_on
+                UNION ALL
+                SELECT message_id, stream, sequence FROM recorded
             ), fresh AS (
                 SELECT stream, min(sequence) AS lo, max(sequence) AS hi,
                        count(DISTINCT sequence) AS n
-                FROM recorded GROUP BY stream
+                FROM applied GROUP BY stream
             ), reached AS (
                 INSERT INTO {self.schema}.inbox_stream AS s
                     (consumer, stream, contiguous_upto, highest_seen)
@@ -129,7 +117,7 @@ class Inbox:
                     )
                 RETURNING stream, contiguous_upto, highest_seen
             )
-            SELECT message_id, NULL AS stream, NULL AS upto, NULL AS highest FROM recorded
+            SELECT message_id, NULL AS stream, NULL AS upto, NULL AS highest FROM applied
             UNION ALL
             SELECT NULL, stream, contiguous_upto, highest_seen FROM reached
             """
@@ -147,26 +135,11 @@ class Inbox:
             WHERE consumer = :consumer AND stream = :stream AND sequence = :sequence
             """
         )
-        self._advance = Statement(
-            f"""
-            UPDATE {self.schema}.inbox_stream SET contiguous_upto = :upto
-            WHERE consumer = :consumer AND stream = :stream
-            """
-        )
 
     async def record(self, session: Tx, envelope: Envelope) -> bool:
         """Record the message; False when it was applied before (a redelivery)."""
-        fresh = await self._record.fetch(
-            session,
-            consumer=self.consumer,
-            message_id=envelope.message_id,
-            stream=envelope.stream,
-            sequence=envelope.sequence,
-        )
-        if not fresh:
-            return False
-        await self._track(session, envelope.stream, envelope.sequence)
-        return True
+        (fresh,) = await self.record_many(session, [envelope])
+        return fresh
 
     async def record_many(self, session: Tx, envelopes: Sequence[Envelope]) -> list[bool]:
         """Record a batch's messages and their streams' positions in one statement (more
@@ -175,11 +148,8 @@ class Inbox:
         one by one."""
         if not envelopes:
             return []
-        try:
-            keys = [str(uuid.UUID(e.message_id)) for e in envelopes]
-        except ValueError:
-            # Not a uuid: let the per-message path fail on that message alone.
-            return [await self.record(session, e) for e in envelopes]
+        # Not a uuid: ValueError, and the consumer narrows the failure down to that message.
+        keys = [str(uuid.UUID(e.message_id)) for e in envelopes]
         rows = await self._record_many.fetch(
             session,
             consumer=self.consumer,
@@ -238,21 +208,6 @@ class Inbox:
                 streams=list(advanced),
                 uptos=list(advanced.values()),
             )
-
-    async def _track(self, session: Tx, stream: str, sequence: int) -> None:
-        ((contiguous, highest),) = await self._position.fetch(
-            session, consumer=self.consumer, stream=stream, sequence=sequence
-        )
-        if highest <= contiguous:
-            return
-        # A gap is open; a late message may have just closed part of it.
-        upto = contiguous
-        while await self._next_recorded.fetch(
-            session, consumer=self.consumer, stream=stream, sequence=upto + 1
-        ):
-            upto += 1
-        if upto != contiguous:
-            await self._advance.execute(session, consumer=self.consumer, stream=stream, upto=upto)
 
     async def gaps(self, session: AsyncSession) -> list[StreamGap]:
         """Streams with messages missing below the highest sequence seen."""

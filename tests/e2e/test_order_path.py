@@ -187,38 +187,71 @@ async def test_orders_reserve_match_settle_pending_and_cancel_releases(
         await wait_until(released, timeout=30, message="the cancel released the units")
         assert units(await balances(seller))["available"] == 96
 
-        # Custody's own pruner deletes the records of what it applied; the buy sent again
-        # then holds nothing, and the sell after it shows the buy was handled. (Custody's
-        # reservations also know the order id, so this part holds with an inbox that
-        # forgets: tests/shared/test_inbox_retention.py is where only the position can
-        # tell a redelivery.)
+        # Two sells sent out of order (the later sequence first): custody applies both and
+        # records their ids (the first arrives past a gap, the second while it is open),
+        # and its own pruner deletes those records once the position covers them and the
+        # retention has passed. The buy sent again then holds nothing: its sequence is
+        # below the position. (Custody's reservations also know the order id, so this
+        # last part holds with an inbox that forgets: tests/shared/test_inbox_retention.py
+        # is where only the position can tell a redelivery.)
+        earlier, later = next(_gateway_sequence), next(_gateway_sequence)
+        for order_id, client_order_id, quantity, sequence in (
+            ("o-sell-3", "c4", 1, later),
+            ("o-sell-2", "c3", 5, earlier),
+        ):
+            payload = {
+                **order,
+                "order_id": order_id,
+                "client_order_id": client_order_id,
+                "member_id": seller,
+                "side": "SELL",
+                "price_fen": 102_00,
+                "quantity": quantity,
+            }
+            sent = Envelope(str(uuid7()), ORDER_SUBMIT, "gateway", "gateway", sequence, payload)
+            await broker.publish([OutgoingMessage.from_envelope(ORDER_SUBMIT, sent)])
+
+        async def sells_held() -> bool:
+            return units(await balances(seller))["held"] == 6
+
+        await wait_until(sells_held, timeout=30, message="both sells held")
+
         async def inbox_pruned() -> bool:
+            metrics = (await custody_metrics.get("/metrics")).text
+            pruned = [
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith('exchange_inbox_pruned_total{schema="custody"}')
+            ]
+            if not pruned or pruned[0] < 2:
+                return False
             conn = await asyncpg.connect(asyncpg_dsn(e2e_database_url))
             try:
                 return await conn.fetchval("SELECT count(*) FROM custody.inbox") == 0
             finally:
                 await conn.close()
 
-        await wait_until(inbox_pruned, timeout=30, message="custody's inbox pruned")
+        async with httpx.AsyncClient(base_url=custody.url) as custody_metrics:
+            await wait_until(inbox_pruned, timeout=30, message="custody's inbox pruned")
         await broker.publish([OutgoingMessage.from_envelope(ORDER_SUBMIT, buy)])
         await gateway_sends(
             broker,
             ORDER_SUBMIT,
             {
                 **order,
-                "order_id": "o-sell-2",
-                "client_order_id": "c3",
+                "order_id": "o-sell-4",
+                "client_order_id": "c5",
                 "member_id": seller,
                 "side": "SELL",
                 "price_fen": 102_00,
-                "quantity": 5,
+                "quantity": 2,
             },
         )
 
         async def sell_held() -> bool:
-            return units(await balances(seller))["held"] == 5
+            return units(await balances(seller))["held"] == 8
 
-        await wait_until(sell_held, timeout=30, message="the second sell held")
+        await wait_until(sell_held, timeout=30, message="the last sell held")
         assert (await balances(buyer))["cash"] == cash
     verify = await asyncio.to_thread(
         subprocess.run,

@@ -550,19 +550,50 @@ _batches = st.lists(
 )
 
 
+class _InboxModel:
+    """What an inbox must answer, from the messages applied so far alone."""
+
+    def __init__(self) -> None:
+        self.applied: dict[str, set[int]] = {"A": set(), "B": set()}
+
+    def record_many(self, batch: list[tuple[str, int]]) -> list[bool]:
+        fresh = []
+        for stream, sequence in batch:
+            fresh.append(sequence not in self.applied[stream])
+            self.applied[stream].add(sequence)
+        return fresh
+
+    def position(self, stream: str) -> int:
+        upto = 0
+        while upto + 1 in self.applied[stream]:
+            upto += 1
+        return upto
+
+    def gaps(self) -> list[tuple[str, int, int]]:
+        return [
+            (stream, self.position(stream), max(applied))
+            for stream, applied in sorted(self.applied.items())
+            if applied and max(applied) > self.position(stream)
+        ]
+
+
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(batches=_batches)
-async def test_any_batches_are_recorded_like_their_messages_one_by_one(
+async def test_any_batches_are_recorded_as_the_messages_applied_so_far_say(
     msg_engine: AsyncEngine, batches: list[list[tuple[str, int]]]
 ) -> None:
-    """Out of order, with gaps, redeliveries within and across batches: record_many gives
-    each message the answer, and each stream the position and gap, of one-by-one recording."""
+    """Out of order, with gaps, redeliveries within and across batches: each message is new
+    exactly when it was not applied before, each stream's position and gap are those of the
+    messages applied, whether recorded a batch at a time or one by one, and every message
+    applied past its stream's position has its id recorded (the position alone cannot
+    recognise it)."""
     run = uuid7().hex[:12]
     one, many = Inbox(SCHEMA, f"one-{run}"), Inbox(SCHEMA, f"many-{run}")
+    model = _InboxModel()
     factory = make_session_factory(msg_engine)
     messages: dict[tuple[str, int], Envelope] = {}
     for batch in batches:
@@ -572,13 +603,78 @@ async def test_any_batches_are_recorded_like_their_messages_one_by_one(
         async with factory() as session, session.begin():
             batched = await many.record_many(session, envelopes)
             singly = [await one.record(session, e) for e in envelopes]
-        assert batched == singly
+        expected = model.record_many(batch)
+        assert batched == expected
+        assert singly == expected
         async with factory() as session:
-            for stream in "AB":
-                assert await many.position(session, stream) == await one.position(session, stream)
-            assert [
-                (g.stream, g.contiguous_upto, g.highest_seen) for g in await many.gaps(session)
-            ] == [(g.stream, g.contiguous_upto, g.highest_seen) for g in await one.gaps(session)]
+            for inbox in (one, many):
+                for stream in "AB":
+                    assert await inbox.position(session, stream) == model.position(stream)
+                assert [
+                    (g.stream, g.contiguous_upto, g.highest_seen) for g in await inbox.gaps(session)
+                ] == model.gaps()
+                recorded = {
+                    (r.stream, r.sequence)
+                    for r in await session.execute(
+                        text(f"SELECT stream, sequence FROM {SCHEMA}.inbox WHERE consumer = :c"),
+                        {"c": inbox.consumer},
+                    )
+                }
+                past_position = {
+                    (stream, sequence)
+                    for stream, applied in model.applied.items()
+                    for sequence in applied
+                    if sequence > model.position(stream)
+                }
+                assert past_position <= recorded
+                assert recorded <= {
+                    (stream, sequence)
+                    for stream, applied in model.applied.items()
+                    for sequence in applied
+                }
+
+
+async def test_messages_in_order_move_the_position_and_record_no_ids(
+    msg_engine: AsyncEngine,
+) -> None:
+    """With no gap open, a message that runs on from its stream's position only moves the
+    position; one above a gap, or applied while a gap is open, has its id recorded, and a
+    copy is still a duplicate once the gap has closed."""
+    inbox = Inbox(SCHEMA, f"in-order-{uuid7().hex[:12]}")
+    factory = make_session_factory(msg_engine)
+
+    def envelope(stream: str, sequence: int) -> Envelope:
+        return Envelope(str(uuid7()), "t", "p", stream, sequence, {})
+
+    async def recorded() -> list[tuple[str, int]]:
+        async with factory() as session:
+            rows = await session.execute(
+                text(
+                    f"SELECT stream, sequence FROM {SCHEMA}.inbox WHERE consumer = :c "
+                    "ORDER BY stream, sequence"
+                ),
+                {"c": inbox.consumer},
+            )
+            return [(r.stream, r.sequence) for r in rows]
+
+    in_order = [envelope("A", 1), envelope("A", 2), envelope("B", 1)]
+    async with factory() as session, session.begin():
+        assert await inbox.record_many(session, in_order) == [True, True, True]
+        assert await inbox.record(session, envelope("A", 3))
+    assert await recorded() == []
+    above_gap = envelope("A", 5)
+    async with factory() as session, session.begin():
+        assert await inbox.record_many(session, [above_gap, envelope("A", 6)]) == [True, True]
+    assert await recorded() == [("A", 5), ("A", 6)]
+    async with factory() as session, session.begin():
+        assert await inbox.record_many(session, [envelope("A", 4), above_gap]) == [True, False]
+    async with factory() as session:
+        assert await inbox.position(session, "A") == 6
+        assert await inbox.gaps(session) == []
+    async with factory() as session, session.begin():
+        assert await inbox.record_many(session, [above_gap, envelope("A", 7)]) == [False, True]
+    # 4 came while a gap was open, so its id was recorded too; 7 ran on again.
+    assert await recorded() == [("A", 4), ("A", 5), ("A", 6)]
 
 
 async def test_a_batch_is_recorded_like_its_messages_one_by_one(msg_engine: AsyncEngine) -> None:
