@@ -470,6 +470,29 @@ async def test_messages_wait_out_a_transient_fault_in_their_order(
     assert await queue_depth(broker.topology.dead_letter_queue_name(QUEUE)) == 0
 
 
+async def test_a_message_whose_id_is_not_a_uuid_is_dead_lettered_and_others_proceed(
+    msg_engine: AsyncEngine, broker: Broker
+) -> None:
+    """An envelope that decodes but whose id the inbox cannot record fails alone: the
+    messages before and after it on its stream are applied, and it is dead-lettered."""
+    good = [Envelope(str(uuid7()), "t", "p", "odd-ids", s, {}) for s in (1, 3)]
+    odd = Envelope("not-a-uuid", "t", "p", "odd-ids", 2, {})
+    await broker.publish(
+        [OutgoingMessage.from_envelope("msgtest.odd", e) for e in (good[0], odd, good[1])]
+    )
+    consumer = await start_consumer(msg_engine, broker)
+    dlq = broker.topology.dead_letter_queue_name(QUEUE)
+    try:
+
+        async def settled() -> bool:
+            return await queue_depth(dlq) == 1 and len(await effect_counts(msg_engine)) == 2
+
+        await wait_until(settled, timeout=30, message="odd id dead-lettered, others applied")
+    finally:
+        await consumer.stop()
+    assert await effect_counts(msg_engine) == {e.message_id: 1 for e in good}
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "content_encoding"),
     [
