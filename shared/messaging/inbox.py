@@ -1,8 +1,11 @@
-"""Idempotent consumers: a message's id is recorded in the same transaction as its effect.
+"""Idempotent consumers: that a message was applied is recorded in the same transaction as
+its effect, as its stream's contiguous position, and as the message's id where the position
+cannot speak for it (past a gap, or among a stream's first messages).
 
-A redelivered message finds its id already recorded, or its sequence at or below its
-stream's contiguous position (every message up to there was applied: the ids of those may
-since have been pruned, ``shared.messaging.retention``), and is acknowledged with no effect.
+A redelivered message finds its sequence at or below its stream's contiguous position
+(every message up to there was applied: any ids recorded for them may since have been
+pruned, ``shared.messaging.retention``), or its id recorded, and is acknowledged with no
+effect.
 A batch that fails is never returned to the queue, where it would come back behind later
 messages (``shared.messaging.ordered``): a transient fault is retried in place, and a
 message whose handler keeps failing is dead-lettered alone; a body that is not an
@@ -63,28 +66,37 @@ class Inbox:
     def __init__(self, schema: str, consumer: str) -> None:
         self.schema = check_identifier(schema)
         self.consumer = consumer
-        # A batch recorded and each of its streams' positions moved in one statement. A
-        # message at or below its stream's contiguous position was applied before. When no
-        # gap is open on its stream (nothing applied past the position, so nothing recorded
-        # there), a new message that runs on from the position (the batch's sequences past
-        # it, in order, each one more than the last) only moves the position: its id is not
-        # written, because the position alone says it was applied (a stream numbers each
-        # message once). Any other message has its id recorded, and is recognised by it
-        # until the position covers it (``_close_gaps``; the pruner deletes such records
-        # later). Then one row per stream with its position after the batch. Streams' rows
-        # are taken in stream order.
+        # A batch recorded and each of its streams' positions moved in one statement. The
+        # streams' rows are locked first, in stream order, so the positions read are the
+        # latest: a copy of a message being applied by another transaction (a standby
+        # handed it when the active consumer's broker connection dropped) waits for that
+        # transaction and then finds the message at or below the position. A message at or
+        # below its stream's contiguous position was applied before. When no gap is open on
+        # its stream (nothing applied past the position, so nothing recorded there), a new
+        # message that runs on from the position (the batch's sequences past it, in order,
+        # each one more than the last) only moves the position: its id is not written,
+        # because the position alone says it was applied (a stream numbers each message
+        # once). Any other message, and the first ones of a stream the consumer has no
+        # position for yet (there is no row to lock: the id's key is the guard), has its id
+        # recorded and is recognised by it until the position covers it (``_close_gaps``;
+        # the pruner deletes such records later). Then one row per stream with its position
+        # after the batch.
         self._record_many = Statement(
             f"""
-            WITH batch AS (
+            WITH positions AS (
+                SELECT stream, contiguous_upto, highest_seen FROM {self.schema}.inbox_stream
+                WHERE consumer = :consumer AND stream = ANY(CAST(:streams AS text[]))
+                ORDER BY stream
+                FOR UPDATE
+            ), batch AS (
                 SELECT m.message_id, m.stream, m.sequence,
-                       coalesce(p.highest_seen = p.contiguous_upto, true)
-                       AND m.sequence = coalesce(p.contiguous_upto, 0)
+                       coalesce(p.highest_seen = p.contiguous_upto, false)
+                       AND m.sequence = p.contiguous_upto
                            + dense_rank() OVER (PARTITION BY m.stream ORDER BY m.sequence)
                            AS runs_on
                 FROM unnest(CAST(:message_ids AS uuid[]), CAST(:streams AS text[]),
                             CAST(:sequences AS bigint[])) AS m(message_id, stream, sequence)
-                LEFT JOIN {self.schema}.inbox_stream p
-                       ON p.consumer = :consumer AND p.stream = m.stream
+                LEFT JOIN positions p ON p.stream = m.stream
                 WHERE m.sequence > coalesce(p.contiguous_upto, 0)
             ), recorded AS (
                 INSERT INTO {self.schema}.inbox (consumer, message_id, stream, sequence)
@@ -144,8 +156,8 @@ class Inbox:
     async def record_many(self, session: Tx, envelopes: Sequence[Envelope]) -> list[bool]:
         """Record a batch's messages and their streams' positions in one statement (more
         only to close a gap); for each envelope, in order, False when it was applied before
-        (a redelivery, or an earlier copy in the same batch). Same records as ``record``
-        one by one."""
+        (a redelivery, or an earlier copy in the same batch). The same answers as recording
+        the messages one at a time."""
         if not envelopes:
             return []
         # Not a uuid: ValueError, and the consumer narrows the failure down to that message.

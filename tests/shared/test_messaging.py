@@ -660,9 +660,10 @@ async def test_any_batches_are_recorded_as_the_messages_applied_so_far_say(
 async def test_messages_in_order_move_the_position_and_record_no_ids(
     msg_engine: AsyncEngine,
 ) -> None:
-    """With no gap open, a message that runs on from its stream's position only moves the
-    position; one above a gap, or applied while a gap is open, has its id recorded, and a
-    copy is still a duplicate once the gap has closed."""
+    """The first messages of a stream the consumer has no position for have their ids
+    recorded. After that, with no gap open, a message that runs on from its stream's
+    position only moves the position; one above a gap, or applied while a gap is open, has
+    its id recorded, and a copy is still a duplicate once the gap has closed."""
     inbox = Inbox(SCHEMA, f"in-order-{uuid7().hex[:12]}")
     factory = make_session_factory(msg_engine)
 
@@ -680,24 +681,75 @@ async def test_messages_in_order_move_the_position_and_record_no_ids(
             )
             return [(r.stream, r.sequence) for r in rows]
 
-    in_order = [envelope("A", 1), envelope("A", 2), envelope("B", 1)]
+    first = [envelope("A", 1), envelope("A", 2), envelope("B", 1)]
     async with factory() as session, session.begin():
-        assert await inbox.record_many(session, in_order) == [True, True, True]
-        assert await inbox.record(session, envelope("A", 3))
-    assert await recorded() == []
-    above_gap = envelope("A", 5)
+        assert await inbox.record_many(session, first) == [True, True, True]
+    assert await recorded() == [("A", 1), ("A", 2), ("B", 1)]
     async with factory() as session, session.begin():
-        assert await inbox.record_many(session, [above_gap, envelope("A", 6)]) == [True, True]
-    assert await recorded() == [("A", 5), ("A", 6)]
+        assert await inbox.record_many(session, [envelope("A", 3), envelope("B", 2)]) == [
+            True,
+            True,
+        ]
+        assert await inbox.record(session, envelope("A", 4))
+    assert await recorded() == [("A", 1), ("A", 2), ("B", 1)]
+    above_gap = envelope("A", 6)
     async with factory() as session, session.begin():
-        assert await inbox.record_many(session, [envelope("A", 4), above_gap]) == [True, False]
+        assert await inbox.record_many(session, [above_gap, envelope("A", 7)]) == [True, True]
+    assert await recorded() == [("A", 1), ("A", 2), ("A", 6), ("A", 7), ("B", 1)]
+    async with factory() as session, session.begin():
+        assert await inbox.record_many(session, [envelope("A", 5), above_gap]) == [True, False]
     async with factory() as session:
-        assert await inbox.position(session, "A") == 6
+        assert await inbox.position(session, "A") == 7
         assert await inbox.gaps(session) == []
     async with factory() as session, session.begin():
-        assert await inbox.record_many(session, [above_gap, envelope("A", 7)]) == [False, True]
-    # 4 came while a gap was open, so its id was recorded too; 7 ran on again.
-    assert await recorded() == [("A", 4), ("A", 5), ("A", 6)]
+        assert await inbox.record_many(session, [above_gap, envelope("A", 8)]) == [False, True]
+    # 5 came while a gap was open, so its id was recorded too; 8 ran on again.
+    assert await recorded() == [("A", 1), ("A", 2), ("A", 5), ("A", 6), ("A", 7), ("B", 1)]
+
+
+@pytest.mark.parametrize("first_on_stream", [True, False], ids=["new-stream", "running-stream"])
+async def test_a_copy_applied_while_the_original_is_uncommitted_waits_and_is_a_duplicate(
+    msg_engine: AsyncEngine, first_on_stream: bool
+) -> None:
+    """Two consumers (an active one whose broker connection dropped mid-transaction, and
+    the standby the broker handed the message to) record the same message at once: the
+    second waits for the first's transaction and, once it commits, finds the message
+    applied. Whether or not the message runs on from its stream's position."""
+    inbox = Inbox(SCHEMA, f"concurrent-{uuid7().hex[:12]}")
+    factory = make_session_factory(msg_engine)
+    stream = f"s-{uuid7().hex[:8]}"
+    sequence = 1
+    if not first_on_stream:
+        async with factory() as session, session.begin():
+            assert await inbox.record_many(
+                session, [Envelope(str(uuid7()), "t", "p", stream, s, {}) for s in (1, 2)]
+            ) == [True, True]
+        sequence = 3
+    message = Envelope(str(uuid7()), "t", "p", stream, sequence, {})
+
+    async def waiting_for_a_lock() -> bool:
+        async with msg_engine.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+            return bool(waiting)
+
+    async with factory() as first, first.begin():
+        assert await inbox.record_many(first, [message]) == [True]
+
+        async def copy() -> list[bool]:
+            async with factory() as second, second.begin():
+                return await inbox.record_many(second, [message])
+
+        second = asyncio.create_task(copy())
+        await wait_until(waiting_for_a_lock, message="the copy waits for the original")
+        assert not second.done()
+    assert await asyncio.wait_for(second, 30) == [False]
+    async with factory() as session:
+        assert await inbox.position(session, stream) == sequence
 
 
 async def test_a_batch_is_recorded_like_its_messages_one_by_one(msg_engine: AsyncEngine) -> None:
