@@ -21,7 +21,7 @@ from shared.messaging.envelope import Envelope
 from shared.messaging.topology import Topology
 from tests.support import env
 from tests.support.products import instrument_body
-from tests.support.services import ServiceProcess
+from tests.support.services import ServiceProcess, metric_total
 from tests.support.wait import wait_until
 
 PARTNER = "p_e2e"
@@ -217,13 +217,7 @@ async def test_orders_reserve_match_settle_pending_and_cancel_releases(
         await wait_until(sells_held, timeout=30, message="both sells held")
 
         async def inbox_pruned() -> bool:
-            metrics = (await custody_metrics.get("/metrics")).text
-            pruned = [
-                float(line.rsplit(" ", 1)[1])
-                for line in metrics.splitlines()
-                if line.startswith('exchange_inbox_pruned_total{schema="custody"}')
-            ]
-            if not pruned or pruned[0] < 2:
+            if await metric_total(custody, "exchange_inbox_pruned_total") < 2:
                 return False
             conn = await asyncpg.connect(asyncpg_dsn(e2e_database_url))
             try:
@@ -231,8 +225,7 @@ async def test_orders_reserve_match_settle_pending_and_cancel_releases(
             finally:
                 await conn.close()
 
-        async with httpx.AsyncClient(base_url=custody.url) as custody_metrics:
-            await wait_until(inbox_pruned, timeout=30, message="custody's inbox pruned")
+        await wait_until(inbox_pruned, timeout=30, message="custody's inbox pruned")
         await broker.publish([OutgoingMessage.from_envelope(ORDER_SUBMIT, buy)])
         await gateway_sends(
             broker,

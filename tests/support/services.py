@@ -89,3 +89,14 @@ class ServiceProcess:
             except TimeoutError:
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait)
+
+
+async def metric_total(service: ServiceProcess, name: str) -> int:
+    """The sum over labels of one of the service's counters on ``/metrics``."""
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{service.url}/metrics")).text
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in metrics.splitlines()
+        if line.startswith(name + "{")
+    )

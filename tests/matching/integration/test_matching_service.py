@@ -28,7 +28,7 @@ from tests.support.book_commands import (
     purge,
 )
 from tests.support.refusals import refused_inserts
-from tests.support.services import ServiceProcess
+from tests.support.services import ServiceProcess, metric_total
 from tests.support.wait import wait_until
 
 # Later than any date the shared test database's shards reach (other suites roll them): a
@@ -284,17 +284,6 @@ async def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
                 assert depth["asks"] == [[f"{p // 100}.{p % 100:02d}", q] for p, q in asks]
     finally:
         await service.stop()
-
-
-async def metric_total(service: ServiceProcess, name: str) -> int:
-    """The sum over labels of one of the service's counters on ``/metrics``."""
-    async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"{service.url}/metrics")).text
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in metrics.splitlines()
-        if line.startswith(name + "{")
-    )
 
 
 async def commands_applied(service: ServiceProcess) -> int:

@@ -17,7 +17,6 @@ from tests.matching.integration.test_matching_service import (
     journal_count,
     listing,
     matching_process,
-    metric_total,
     new_code,
     new_order,
 )
@@ -30,7 +29,7 @@ from tests.support.book_commands import (
     publish_all,
 )
 from tests.support.refusals import refused_inserts
-from tests.support.services import ServiceProcess
+from tests.support.services import ServiceProcess, metric_total
 from tests.support.wait import wait_until
 
 
