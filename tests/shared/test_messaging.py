@@ -573,6 +573,19 @@ _batches = st.lists(
 )
 
 
+async def inbox_records(engine: AsyncEngine, consumer: str) -> list[tuple[str, int]]:
+    """The (stream, sequence) of the consumer's recorded ids, in order."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT stream, sequence FROM {SCHEMA}.inbox WHERE consumer = :c "
+                "ORDER BY stream, sequence"
+            ),
+            {"c": consumer},
+        )
+        return [(r.stream, r.sequence) for r in rows]
+
+
 class _InboxModel:
     """What an inbox must answer, from the messages applied so far alone."""
 
@@ -636,13 +649,7 @@ async def test_any_batches_are_recorded_as_the_messages_applied_so_far_say(
                 assert [
                     (g.stream, g.contiguous_upto, g.highest_seen) for g in await inbox.gaps(session)
                 ] == model.gaps()
-                recorded = {
-                    (r.stream, r.sequence)
-                    for r in await session.execute(
-                        text(f"SELECT stream, sequence FROM {SCHEMA}.inbox WHERE consumer = :c"),
-                        {"c": inbox.consumer},
-                    )
-                }
+                recorded = set(await inbox_records(msg_engine, inbox.consumer))
                 past_position = {
                     (stream, sequence)
                     for stream, applied in model.applied.items()
@@ -671,15 +678,7 @@ async def test_messages_in_order_move_the_position_and_record_no_ids(
         return Envelope(str(uuid7()), "t", "p", stream, sequence, {})
 
     async def recorded() -> list[tuple[str, int]]:
-        async with factory() as session:
-            rows = await session.execute(
-                text(
-                    f"SELECT stream, sequence FROM {SCHEMA}.inbox WHERE consumer = :c "
-                    "ORDER BY stream, sequence"
-                ),
-                {"c": inbox.consumer},
-            )
-            return [(r.stream, r.sequence) for r in rows]
+        return await inbox_records(msg_engine, inbox.consumer)
 
     first = [envelope("A", 1), envelope("A", 2), envelope("B", 1)]
     async with factory() as session, session.begin():
