@@ -14,10 +14,12 @@ it published since its snapshot (``docs/matching.md``).
 
 **Inbox.** A consumer recognises a message it applied before by its id, or by a sequence
 at or below its stream's contiguous position (``Inbox``): every message up to that
-position was applied. The ids of those messages are then only history, and the pruner
-deletes them once older than the retention, walking each consumer's records in id order
-(UUIDv7s, so time order) the same way. A record above a gap is kept whatever its age: it
-is how the consumer knows that message is applied until the gap closes.
+position was applied. Ids are recorded only where the position cannot speak for them (a
+message past a gap, or among a stream's first), and once the position covers them they are
+only history: the pruner deletes them once older than the retention, walking each
+consumer's records in id order (UUIDv7s, so time order) the same way. A record above a gap
+is kept whatever its age: it is how the consumer knows that message is applied until the
+gap closes.
 """
 
 import asyncio
